@@ -1,0 +1,567 @@
+"""Shape and receptive-field algebra for fully convolutional networks.
+
+Pure Python (exact rational arithmetic): nothing here traces or compiles.
+
+Every layer reports a geometry `Node`; containers compose them (`Chain` for
+sequences, `Merge` for skip connections). A node answers, for one spatial axis
+and one input size `n`:
+
+* the output size (or raises `GeometryError` when `n` is too small or when the
+  branches of a merge do not align), and
+* a `Field`: output index `i` sees input positions
+  `[jump * i + start, jump * i + start + size - 1]` (positions outside
+  `[0, n)` are padding). `size` is the receptive field, `jump` the effective
+  stride, `-start` the effective padding, `start + (size - 1) / 2` the centre
+  of output 0's field. After up-sampling `jump` is a fraction and the field is
+  the tightest box holding every input that can reach an output (the exact set
+  depends on the output's phase).
+
+The two spatial axes are independent; `Geometry` (what `of(model)` returns)
+wraps a node into the 2-D questions researchers ask: output size, receptive
+field, stride, minimum and valid input sizes, and a clear `ValueError` for an
+input the model cannot take.
+
+The arithmetic, for a window of kernel `k`, dilation `d`, stride `s` and
+padding `(lo, hi)`:  `out = floor((n + lo + hi - d*(k-1) - 1) / s) + 1`, and
+composing a layer after a chain with field `(r, j, b)`:
+`r' = r + j*(k_eff - 1)`, `j' = j*s`, `b' = b - j*lo`.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+from fractions import Fraction
+from typing import Any, Callable, Iterator, Sequence
+
+Pair = tuple[int, int]
+Number = int | Fraction
+
+
+class GeometryError(ValueError):
+  """An input size the network cannot take (too small or misaligned)."""
+
+
+def _frac(x: Number) -> Fraction:
+  return Fraction(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+  """Input positions seen by one output position along one axis.
+
+  Output index `i` sees `[jump*i + start, jump*i + start + size - 1]`.
+  """
+  size: Fraction = Fraction(1)
+  jump: Fraction = Fraction(1)
+  start: Fraction = Fraction(0)
+
+  def then(self, layer: Field) -> Field:
+    """The field of this chain followed by `layer` (whose field is in this chain's output grid)."""
+    return Field(size=self.size + self.jump * (layer.size - 1),
+                 jump=self.jump * layer.jump,
+                 start=self.start + self.jump * layer.start)
+
+  @property
+  def centre(self) -> Fraction:
+    """Centre of output 0's field, in input coordinates."""
+    return self.start + (self.size - 1) / 2
+
+  @property
+  def padding(self) -> Fraction:
+    """Effective padding: how far output 0's field reaches before input 0."""
+    return -self.start
+
+  def span(self, i: int) -> Pair:
+    """Integer input positions `(first, last)` that output `i` can see."""
+    lo = self.jump * i + self.start
+    return math.ceil(lo), math.floor(lo + self.size - 1)
+
+
+IDENTITY = Field()
+
+
+# --------------------------------------------------------------------------
+# Nodes.
+
+
+class Node(abc.ABC):
+  """Geometry of a layer or a block. Subclasses implement `axis`."""
+
+  name: str  # set by subclasses (dataclass fields)
+
+  @abc.abstractmethod
+  def axis(self, n: int, a: int) -> tuple[int, Field]:
+    """Output size and field along axis `a` (0 = height, 1 = width) for input size `n`."""
+
+  def channels(self, c: int | None) -> int | None:
+    """Output channels for `c` input channels (None when unknown)."""
+    return c
+
+  @property
+  def params(self) -> int:
+    """Number of trainable parameters (of this node only, children included)."""
+    return sum(child.params for _, child in self.children())
+
+  def children(self) -> Sequence[tuple[str, Node]]:
+    return ()
+
+  def with_name(self, name: str) -> Node:
+    return dataclasses.replace(self, name=name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pointwise(Node):
+  """Keeps the spatial grid: activations, normalisation, 1x1 convs (give `out_channels`)."""
+  name: str = 'pointwise'
+  out_channels: int | None = None
+  n_params: int = 0
+
+  def axis(self, n, a):
+    if n < 1:
+      raise GeometryError(f'{self.name}: input size {n} is empty')
+    return n, IDENTITY
+
+  def channels(self, c):
+    return c if self.out_channels is None else self.out_channels
+
+  @property
+  def params(self):
+    return self.n_params
+
+
+@dataclasses.dataclass(frozen=True)
+class Window(Node):
+  """A sliding window (convolution or pooling).
+
+  `padding` is `((top, bottom), (left, right))`. `pad_below_size` says the
+  padding must be smaller than the input (reflect padding); `pad_up_to_size`
+  that it must not exceed it (circular padding).
+  """
+  name: str
+  kernel: Pair
+  stride: Pair = (1, 1)
+  dilation: Pair = (1, 1)
+  padding: tuple[Pair, Pair] = ((0, 0), (0, 0))
+  out_channels: int | None = None
+  n_params: int = 0
+  pad_limit: str | None = None  # None | 'reflect' | 'circular'
+
+  def axis(self, n, a):
+    k, s, d = self.kernel[a], self.stride[a], self.dilation[a]
+    lo, hi = self.padding[a]
+    k_eff = d * (k - 1) + 1
+    if n + lo + hi < k_eff or n < 1:
+      raise GeometryError(
+          f'{self.name}: input size {n} + padding {lo}+{hi} is smaller than the '
+          f'{"dilated " if d > 1 else ""}window {k_eff}')
+    if self.pad_limit == 'reflect' and max(lo, hi) >= n:
+      raise GeometryError(f'{self.name}: reflect padding {max(lo, hi)} needs input > '
+                          f'{max(lo, hi)}, got {n}')
+    if self.pad_limit == 'circular' and max(lo, hi) > n:
+      raise GeometryError(f'{self.name}: circular padding {max(lo, hi)} needs input >= '
+                          f'{max(lo, hi)}, got {n}')
+    out = (n + lo + hi - k_eff) // s + 1
+    return out, Field(size=_frac(k_eff), jump=_frac(s), start=_frac(-lo))
+
+  def channels(self, c):
+    return c if self.out_channels is None else self.out_channels
+
+  @property
+  def params(self):
+    return self.n_params
+
+
+@dataclasses.dataclass(frozen=True)
+class Transpose(Node):
+  """A transposed window (transposed convolution, max-unpooling).
+
+  Output `o` receives input `i` where `o = s*i - lo + d*t`, `t < k`; output size
+  `(n - 1)*s - lo - hi + d*(k - 1) + 1 + extra` (`extra` is PyTorch's
+  `output_padding`).
+  """
+  name: str
+  kernel: Pair
+  stride: Pair = (1, 1)
+  dilation: Pair = (1, 1)
+  padding: tuple[Pair, Pair] = ((0, 0), (0, 0))
+  extra: Pair = (0, 0)
+  out_channels: int | None = None
+  n_params: int = 0
+
+  def axis(self, n, a):
+    k, s, d = self.kernel[a], self.stride[a], self.dilation[a]
+    lo, hi = self.padding[a]
+    k_eff = d * (k - 1) + 1
+    out = (n - 1) * s - lo - hi + k_eff + self.extra[a]
+    if n < 1 or out < 1:
+      raise GeometryError(f'{self.name}: input size {n} gives output size {out} '
+                          f'after cropping {lo}+{hi}')
+    s_ = _frac(s)
+    return out, Field(size=(k_eff - 1) / s_ + 1, jump=1 / s_, start=(lo - (k_eff - 1)) / s_)
+
+  def channels(self, c):
+    return c if self.out_channels is None else self.out_channels
+
+  @property
+  def params(self):
+    return self.n_params
+
+
+@dataclasses.dataclass(frozen=True)
+class Resize(Node):
+  """Nearest or bilinear (half-pixel centres) resizing by a factor or to a fixed size.
+
+  Output `o` reads source coordinate `(o + 1/2) * n / out - 1/2` (PyTorch's
+  `align_corners=False`); nearest reads `floor(o * n / out)`.
+  """
+  name: str
+  method: str = 'nearest'
+  factor: Pair | None = None
+  size: Pair | None = None
+
+  def axis(self, n, a):
+    if n < 1:
+      raise GeometryError(f'{self.name}: input size {n} is empty')
+    out = n * self.factor[a] if self.factor is not None else self.size[a]
+    q = Fraction(n, out)  # input pixels per output pixel
+    den = q.denominator
+    if self.method == 'nearest':
+      # floor(o*q) lies in [o*q - (den-1)/den, o*q].
+      slack = Fraction(den - 1, den)
+      return out, Field(size=1 + slack, jump=q, start=-slack)
+    # Bilinear: floor(src) and floor(src)+1 where src = o*q + (q-1)/2, whose fractional
+    # part is a multiple of 1/(2*den); the upper tap has zero weight when src is whole.
+    src0 = (q - 1) / 2
+    tick = Fraction(1, 2 * den)
+    return out, Field(size=3 - 2 * tick, jump=q, start=src0 - 1 + tick)
+
+
+@dataclasses.dataclass(frozen=True)
+class Global(Node):
+  """Global pooling: one output that sees the whole input."""
+  name: str = 'global_pool'
+
+  def axis(self, n, a):
+    if n < 1:
+      raise GeometryError(f'{self.name}: input size {n} is empty')
+    return 1, Field(size=_frac(n), jump=_frac(n), start=Fraction(0))
+
+
+@dataclasses.dataclass(frozen=True)
+class Crop(Node):
+  """Removes `(lo, hi)` positions from each end of each axis."""
+  name: str
+  crop: tuple[Pair, Pair]
+
+  def axis(self, n, a):
+    lo, hi = self.crop[a]
+    if n - lo - hi < 1:
+      raise GeometryError(f'{self.name}: cannot crop {lo}+{hi} from size {n}')
+    return n - lo - hi, Field(start=_frac(lo))
+
+
+@dataclasses.dataclass(frozen=True)
+class Chain(Node):
+  """Nodes applied one after another."""
+  name: str
+  nodes: tuple[Node, ...]
+
+  def axis(self, n, a):
+    field = IDENTITY
+    for node in self.nodes:
+      n, layer_field = node.axis(n, a)
+      field = field.then(layer_field)
+    return n, field
+
+  def channels(self, c):
+    for node in self.nodes:
+      c = node.channels(c)
+    return c
+
+  def children(self):
+    return [(node.name, node) for node in self.nodes]
+
+
+def chain(name: str, *nodes: Node) -> Chain:
+  """A `Chain`, flattening nested unnamed chains."""
+  return Chain(name, tuple(nodes))
+
+
+@dataclasses.dataclass(frozen=True)
+class Merge(Node):
+  """Branches applied to the same input and merged (skip connections).
+
+  Every branch is aligned to branch `reference` by its field centres (the
+  coordinate map of Long et al.'s crop layer): branch `b` is cropped by
+  `offset_b = (centre_ref - centre_b) / jump` at the start, and to the
+  reference's size. An input size is *misaligned* when an offset is not a
+  whole number or a branch is too small to crop.
+
+  `combine`: 'concat' (channels add up), 'add' (channels must match), or
+  'crop' (the output is the one non-reference branch, cropped to the reference:
+  used to crop a network's output to its input).
+  """
+  name: str
+  branches: tuple[Node, ...]
+  reference: int = 0
+  combine: str = 'concat'
+
+  def offsets(self, n: int, a: int) -> tuple[int, list[int], list[Field]]:
+    """Reference output size, per-branch crop offsets, and per-branch fields."""
+    results = [b.axis(n, a) for b in self.branches]
+    sizes = [s for s, _ in results]
+    fields = [f for _, f in results]
+    ref_size, ref = sizes[self.reference], fields[self.reference]
+    offsets = []
+    for b, (size, field) in enumerate(zip(sizes, fields)):
+      if field.jump != ref.jump:
+        raise GeometryError(f'{self.name}: branch {b} has stride {field.jump}, the reference '
+                            f'branch {ref.jump}; they cannot be merged')
+      offset = (ref.centre - field.centre) / ref.jump
+      if offset.denominator != 1 or offset < 0 or offset + ref_size > size:
+        raise GeometryError(
+            f'{self.name}: input size {n} misaligns the branches (branch {b} has size {size} '
+            f'and would need a crop offset of {offset} for a reference of size {ref_size})')
+      offsets.append(int(offset))
+    return ref_size, offsets, fields
+
+  def axis(self, n, a):
+    ref_size, offsets, fields = self.offsets(n, a)
+    jump = fields[self.reference].jump
+    used = [(o, f) for b, (o, f) in enumerate(zip(offsets, fields))
+            if self.combine != 'crop' or b != self.reference]
+    first = min(f.start + jump * o for o, f in used)
+    last = max(f.start + jump * o + f.size - 1 for o, f in used)
+    return ref_size, Field(size=last - first + 1, jump=jump, start=first)
+
+  def channels(self, c):
+    cs = [b.channels(c) for b in self.branches]
+    if self.combine == 'crop':
+      return cs[1 - self.reference]
+    if any(x is None for x in cs):
+      return None
+    if self.combine == 'add':
+      if len(set(cs)) != 1:
+        raise GeometryError(f'{self.name}: cannot add branches with channels {cs}')
+      return cs[0]
+    return sum(cs)
+
+  def children(self):
+    return [(b.name or f'branch{i}', b) for i, b in enumerate(self.branches)]
+
+
+# --------------------------------------------------------------------------
+# The 2-D view.
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One line of a per-layer table."""
+  path: str
+  shape: tuple[int, int, int | None]
+  params: int
+  field: tuple[Field, Field]
+
+
+class Geometry:
+  """The 2-D geometry of a model: what `of(model)` returns."""
+
+  def __init__(self, node: Node, name: str, search_limit: int = 1 << 14):
+    self.node = node
+    self.name = name
+    self.search_limit = search_limit
+
+  def __repr__(self):
+    return f'Geometry({self.name})'
+
+  # -- sizes -------------------------------------------------------------
+  def _axis(self, n: int, a: int) -> tuple[int, Field]:
+    return self.node.axis(int(n), a)
+
+  def _ok(self, n: int, a: int) -> bool:
+    try:
+      self._axis(n, a)
+      return True
+    except GeometryError:
+      return False
+
+  def output_size(self, size: Sequence[int]) -> Pair:
+    """Spatial output size `(H', W')` for input `(H, W)`; raises `ValueError` if invalid."""
+    self.check(size)
+    return tuple(self._axis(size[a], a)[0] for a in range(2))
+
+  def output_shape(self, shape: Sequence[int]) -> tuple[int, int, int, int | None]:
+    """`(N, H', W', C')` for an NHWC input shape."""
+    n, h, w, c = shape
+    out_h, out_w = self.output_size((h, w))
+    return (n, out_h, out_w, self.node.channels(c))
+
+  def field(self, size: Sequence[int] | None = None) -> tuple[Field, Field]:
+    """Per-axis field at input `size` (default: the minimum input size)."""
+    size = self.min_input_size if size is None else size
+    self.check(size)
+    return tuple(self._axis(size[a], a)[1] for a in range(2))
+
+  @property
+  def receptive_field(self) -> tuple[Fraction, Fraction]:
+    return tuple(f.size for f in self.field())
+
+  @property
+  def stride(self) -> tuple[Fraction, Fraction]:
+    return tuple(f.jump for f in self.field())
+
+  @property
+  def offset(self) -> tuple[Fraction, Fraction]:
+    """Centre of output (0, 0)'s field in input coordinates."""
+    return tuple(f.centre for f in self.field())
+
+  @property
+  def padding(self) -> tuple[Fraction, Fraction]:
+    """Effective padding (how far output (0, 0)'s field reaches before the image)."""
+    return tuple(f.padding for f in self.field())
+
+  @property
+  def params(self) -> int:
+    return self.node.params
+
+  def valid_sizes(self, lo: int, hi: int, axis: int = 0) -> list[int]:
+    """Input sizes in `[lo, hi]` the model accepts along `axis`."""
+    return [n for n in range(max(lo, 1), hi + 1) if self._ok(n, axis)]
+
+  @property
+  def min_input_size(self) -> Pair:
+    return tuple(self._first_valid(1, +1, a) for a in range(2))
+
+  def _first_valid(self, n: int, step: int, a: int) -> int | None:
+    while 1 <= n <= self.search_limit:
+      if self._ok(n, a):
+        return n
+      n += step
+    return None
+
+  def nearest_valid_sizes(self, n: int, axis: int = 0) -> list[int]:
+    """The closest accepted sizes below and above `n` (one or two values)."""
+    found = {self._first_valid(n - 1, -1, axis), self._first_valid(n + 1, +1, axis)}
+    return sorted(x for x in found if x is not None)
+
+  def check(self, size: Sequence[int]) -> None:
+    """Raises a `ValueError` naming the model, the size, the minimum and nearby valid sizes."""
+    problems = []
+    for a, axis_name in enumerate(('height', 'width')):
+      n = int(size[a])
+      try:
+        self._axis(n, a)
+      except GeometryError as e:
+        near = self.nearest_valid_sizes(n, a)
+        problems.append(
+            f'{axis_name} {n} is not accepted ({e}); minimum {axis_name} is '
+            f'{self._first_valid(1, 1, a)}, nearest valid: {near}')
+    if problems:
+      raise ValueError(f'{self.name} cannot take an input of size {tuple(int(s) for s in size)}: '
+                       + '; '.join(problems))
+
+  # -- per-layer table ---------------------------------------------------
+  def rows(self, shape: Sequence[int]) -> list[Row]:
+    """Per-layer rows (depth-first) for an `(H, W, C)` input, fields relative to the input."""
+    self.check(shape[:2])
+    rows: list[Row] = []
+    _walk(self.node, '', (int(shape[0]), int(shape[1])), shape[2],
+          (IDENTITY, IDENTITY), rows)
+    return rows
+
+
+def _walk(node: Node, prefix: str, size: Pair, c, field, rows: list[Row]):
+  """Appends a row per leaf of `node` (and per merge) to `rows`; returns (size, c, field)."""
+  path = f'{prefix}/{node.name}' if prefix else node.name
+  if isinstance(node, Chain):
+    for child in node.nodes:
+      size, c, field = _walk(child, path, size, c, field, rows)
+    return size, c, field
+  if isinstance(node, Merge):
+    for i, branch in enumerate(node.branches):
+      _walk(branch, f'{path}[{i}]', size, c, field, rows)
+  results = [node.axis(size[a], a) for a in range(2)]
+  out_size = tuple(r[0] for r in results)
+  field = tuple(field[a].then(results[a][1]) for a in range(2))
+  out_c = node.channels(c)
+  rows.append(Row(path, (*out_size, out_c), node.params if not node.children() else 0, field))
+  return out_size, out_c, field
+
+
+# --------------------------------------------------------------------------
+# Models.
+
+
+def of(model: Any) -> Geometry:
+  """The geometry of a layer or model (anything with a `geometry` Node property)."""
+  if isinstance(model, Geometry):
+    return model
+  node = model if isinstance(model, Node) else getattr(model, 'geometry', None)
+  if node is None:
+    raise TypeError(f'{type(model).__name__} does not report its geometry '
+                    '(give it a `geometry` property returning a fcn_jax.geometry.Node)')
+  return Geometry(node, name=getattr(model, 'name', None) or type(model).__name__)
+
+
+def node_of(layer: Any, name: str | None = None) -> Node:
+  """The geometry node of a layer; plain callables (activations) are pointwise."""
+  node = getattr(layer, 'geometry', None)
+  if node is None:
+    node = Pointwise(name=getattr(layer, '__name__', type(layer).__name__))
+  return node.with_name(name) if name else node
+
+
+def check(model: Any, shape: Sequence[int]) -> None:
+  """Raises `ValueError` unless an NHWC `shape` is a valid input of `model`."""
+  if len(shape) != 4:
+    raise ValueError(f'{type(model).__name__} expects NHWC input (4 dimensions), got shape '
+                     f'{tuple(shape)}')
+  of(model).check(shape[1:3])
+
+
+# --------------------------------------------------------------------------
+# Empirical probe.
+
+
+def probe(apply: Callable[[Any], Any], size: Pair, channels: int, out_index: Pair,
+          samples: int = 4, seed: int = 0) -> tuple[Pair, Pair]:
+  """Measures which input rows/columns reach one output pixel.
+
+  Takes the gradient of output pixel `out_index` (a random combination of its
+  channels) with respect to `samples` random inputs and returns the bounding
+  box `((row_first, row_last), (col_first, col_last))` of the positions where
+  any gradient is non-zero. For nets with max-pooling or ReLU the measured box
+  can be smaller than the algebraic field (the gradient only flows through the
+  maxima and active units); it can never be larger.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  key_x, key_w = jax.random.split(jax.random.key(seed))
+  x = jax.random.normal(key_x, (samples, size[0], size[1], channels), jnp.float32)
+
+  def pixel(inputs):
+    y = apply(inputs)
+    if y.ndim == 2:  # globally pooled (N, C)
+      y = y[:, None, None, :]
+    weights = jax.random.normal(key_w, (y.shape[-1],), y.dtype)
+    return jnp.sum(y[:, out_index[0], out_index[1], :] * weights)
+
+  grad = np.asarray(jax.grad(pixel)(x))
+  hit = np.abs(grad).sum(axis=(0, 3)) > 0
+  rows, cols = np.nonzero(hit.any(axis=1))[0], np.nonzero(hit.any(axis=0))[0]
+  if rows.size == 0:
+    raise ValueError(f'output {out_index} does not depend on the input at all')
+  return (int(rows[0]), int(rows[-1])), (int(cols[0]), int(cols[-1]))
+
+
+def iter_leaves(node: Node) -> Iterator[Node]:
+  """The leaf nodes of a geometry tree, depth first."""
+  kids = node.children()
+  if not kids:
+    yield node
+  for _, child in kids:
+    yield from iter_leaves(child)

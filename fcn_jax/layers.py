@@ -1,0 +1,444 @@
+"""Layers for fully convolutional networks (Flax NNX, NHWC), each reporting its geometry.
+
+Conventions (chosen to match PyTorch so weights and results carry over):
+
+* `Conv(padding='same')` pads `d*(k-1)/2` on *both* sides (odd effective
+  kernels only). Unlike TensorFlow's SAME, whose split of the padding depends
+  on the input size modulo the stride, this keeps output `i`'s field at
+  `stride*i - pad` for *every* input size: the sampling grid does not move
+  when the image grows, which is what makes patch-trained nets consistent on
+  big images and what makes tiled inference exact.
+* Padding modes `'zeros' | 'reflect' | 'replicate' | 'circular'` pad the
+  layer's own input (`np.pad` modes `constant`, `reflect`, `edge`, `wrap`).
+* `ConvTranspose` follows `torch.nn.ConvTranspose2d`: output
+  `(n-1)*s - 2p + d*(k-1) + 1 + output_padding`.
+* `Upsample(method='bilinear')` uses half-pixel centres (PyTorch's
+  `align_corners=False`): output `o` samples input `(o + 1/2)*n/out - 1/2`,
+  clamped at the border; `'nearest'` takes input `floor(o*n/out)`.
+* `MaxPool(return_switches=True)` returns switches as flat indices `row*W + col`
+  into each input plane (PyTorch's `return_indices`), which `MaxUnpool` takes.
+* `AvgPool` counts padded zeros in the average (`count_include_pad=True`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax import lax
+
+from fcn_jax import geometry
+
+Pair = tuple[int, int]
+PaddingLike = str | int | Sequence[int] | Sequence[Sequence[int]]
+
+PADDING_MODES = {'zeros': 'constant', 'reflect': 'reflect', 'replicate': 'edge',
+                 'circular': 'wrap'}
+_DIMS = ('NHWC', 'HWIO', 'NHWC')
+
+default_kernel_init = nnx.initializers.lecun_normal()
+
+
+def _pair(x: int | Sequence[int], what: str) -> Pair:
+  if isinstance(x, (int, np.integer)):
+    return int(x), int(x)
+  x = tuple(int(v) for v in x)
+  if len(x) != 2:
+    raise ValueError(f'{what} must be an int or a pair of ints, got {x}')
+  return x
+
+
+def resolve_padding(padding: PaddingLike, kernel: Pair, dilation: Pair = (1, 1)
+                    ) -> tuple[Pair, Pair]:
+  """Explicit `((top, bottom), (left, right))` padding from 'valid', 'same', int or pairs."""
+  if isinstance(padding, str):
+    if padding.lower() == 'valid':
+      return (0, 0), (0, 0)
+    if padding.lower() == 'same':
+      pads = []
+      for k, d in zip(kernel, dilation):
+        if (d * (k - 1)) % 2:
+          raise ValueError(
+              f"padding='same' needs an odd effective kernel (got kernel {k}, dilation {d}); "
+              'give explicit padding ((top, bottom), (left, right)) instead')
+        pads.append((d * (k - 1) // 2,) * 2)
+      return tuple(pads)
+    raise ValueError(f"padding must be 'valid', 'same', an int or explicit pairs, got {padding!r}")
+  if isinstance(padding, (int, np.integer)):
+    return (int(padding),) * 2, (int(padding),) * 2
+  padding = tuple(padding)
+  if len(padding) == 2 and all(isinstance(p, (int, np.integer)) for p in padding):
+    return (int(padding[0]),) * 2, (int(padding[1]),) * 2
+  if len(padding) == 2 and all(len(p) == 2 for p in padding):
+    return tuple((int(lo), int(hi)) for lo, hi in padding)
+  raise ValueError(f'cannot read padding {padding!r}; use ((top, bottom), (left, right))')
+
+
+def _check(layer, x):
+  geometry.check(layer, x.shape)
+
+
+class Conv(nnx.Module):
+  """2-D convolution with stride, dilation, groups and padding modes."""
+
+  def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int] = 3,
+               *, stride: int | Sequence[int] = 1, dilation: int | Sequence[int] = 1,
+               groups: int = 1, padding: PaddingLike = 'same', padding_mode: str = 'zeros',
+               use_bias: bool = True, kernel_init=default_kernel_init,
+               bias_init=nnx.initializers.zeros_init(), dtype: Any = None, rngs: nnx.Rngs):
+    if in_channels % groups or out_channels % groups:
+      raise ValueError(f'groups={groups} must divide in_channels={in_channels} and '
+                       f'out_channels={out_channels}')
+    if padding_mode not in PADDING_MODES:
+      raise ValueError(f'padding_mode must be one of {sorted(PADDING_MODES)}, got {padding_mode!r}')
+    self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+    self.kernel_size = _pair(kernel_size, 'kernel_size')
+    self.stride = _pair(stride, 'stride')
+    self.dilation = _pair(dilation, 'dilation')
+    self.padding = resolve_padding(padding, self.kernel_size, self.dilation)
+    self.padding_mode = padding_mode
+    self.dtype = dtype
+    self.kernel = nnx.Param(kernel_init(
+        rngs.params(), (*self.kernel_size, in_channels // groups, out_channels), jnp.float32))
+    self.bias = (nnx.Param(bias_init(rngs.params(), (out_channels,), jnp.float32))
+                 if use_bias else None)
+
+  @property
+  def geometry(self) -> geometry.Node:
+    kh, kw = self.kernel_size
+    n_params = kh * kw * self.in_channels // self.groups * self.out_channels
+    n_params += self.out_channels if self.bias is not None else 0
+    limit = {'reflect': 'reflect', 'circular': 'circular'}.get(self.padding_mode)
+    return geometry.Window('Conv', self.kernel_size, self.stride, self.dilation, self.padding,
+                           self.out_channels, n_params, limit)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    _check(self, x)
+    kernel = self.kernel[...]
+    dtype = self.dtype or x.dtype
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
+    padding = self.padding
+    if self.padding_mode != 'zeros':
+      x = jnp.pad(x, ((0, 0), *padding, (0, 0)), mode=PADDING_MODES[self.padding_mode])
+      padding = ((0, 0), (0, 0))
+    y = lax.conv_general_dilated(x, kernel, self.stride, padding, rhs_dilation=self.dilation,
+                                 dimension_numbers=_DIMS, feature_group_count=self.groups)
+    if self.bias is not None:
+      y = y + self.bias[...].astype(dtype)
+    return y
+
+
+def pointwise(in_channels: int, out_channels: int, *, rngs: nnx.Rngs, **kwargs) -> Conv:
+  """A 1x1 convolution: a dense layer applied to every pixel."""
+  return Conv(in_channels, out_channels, 1, padding='valid', rngs=rngs, **kwargs)
+
+
+def bilinear_kernel(kernel_size: int, channels: int) -> np.ndarray:
+  """Long et al.'s bilinear up-sampling kernel, `(k, k, channels, channels)`, channel-diagonal.
+
+  With `ConvTranspose(kernel_size=2f - f % 2, stride=f, padding=ceil((f - 1) / 2))`
+  this interpolates bilinearly by a factor `f`.
+  """
+  factor = (kernel_size + 1) // 2
+  centre = factor - 1 if kernel_size % 2 == 1 else factor - 0.5
+  taps = 1 - np.abs(np.arange(kernel_size) - centre) / factor
+  kernel = np.zeros((kernel_size, kernel_size, channels, channels), np.float32)
+  kernel[:, :, np.arange(channels), np.arange(channels)] = np.outer(taps, taps)[..., None]
+  return kernel
+
+
+class ConvTranspose(nnx.Module):
+  """Transposed convolution, PyTorch semantics (padding crops, `output_padding` adds).
+
+  `init='bilinear'` sets Long et al.'s fixed bilinear up-sampling kernel (needs
+  in_channels == out_channels); the kernel stays trainable.
+  """
+
+  def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
+               *, stride: int | Sequence[int] = 1, padding: int | Sequence[Any] = 0,
+               output_padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1,
+               use_bias: bool = True, init: str = 'lecun', kernel_init=default_kernel_init,
+               dtype: Any = None, rngs: nnx.Rngs):
+    self.in_channels, self.out_channels = in_channels, out_channels
+    self.kernel_size = _pair(kernel_size, 'kernel_size')
+    self.stride = _pair(stride, 'stride')
+    self.dilation = _pair(dilation, 'dilation')
+    self.padding = resolve_padding(padding, self.kernel_size, self.dilation)
+    self.output_padding = _pair(output_padding, 'output_padding')
+    for op, s, d in zip(self.output_padding, self.stride, self.dilation):
+      if not 0 <= op < max(s, d):
+        raise ValueError(f'output_padding {self.output_padding} must be smaller than the stride '
+                         f'{self.stride} or dilation {self.dilation}')
+    self.dtype = dtype
+    shape = (*self.kernel_size, in_channels, out_channels)
+    if init == 'bilinear':
+      if in_channels != out_channels or self.kernel_size[0] != self.kernel_size[1]:
+        raise ValueError('bilinear init needs in_channels == out_channels and a square kernel, '
+                         f'got {in_channels}->{out_channels}, kernel {self.kernel_size}')
+      kernel = jnp.asarray(bilinear_kernel(self.kernel_size[0], in_channels))
+    elif init == 'lecun':
+      kernel = kernel_init(rngs.params(), shape, jnp.float32)
+    else:
+      raise ValueError(f"init must be 'lecun' or 'bilinear', got {init!r}")
+    self.kernel = nnx.Param(kernel)
+    self.bias = nnx.Param(jnp.zeros((out_channels,), jnp.float32)) if use_bias else None
+
+  @property
+  def geometry(self) -> geometry.Node:
+    kh, kw = self.kernel_size
+    n_params = kh * kw * self.in_channels * self.out_channels
+    n_params += self.out_channels if self.bias is not None else 0
+    return geometry.Transpose('ConvTranspose', self.kernel_size, self.stride, self.dilation,
+                              self.padding, self.output_padding, self.out_channels, n_params)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    _check(self, x)
+    dtype = self.dtype or x.dtype
+    kernel = self.kernel[...].astype(dtype)[::-1, ::-1]
+    pads = []
+    for (lo, hi), k, d, op in zip(self.padding, self.kernel_size, self.dilation,
+                                  self.output_padding):
+      k_eff = d * (k - 1)
+      pads.append((k_eff - lo, k_eff - hi + op))
+    y = lax.conv_general_dilated(x.astype(dtype), kernel, (1, 1), pads, lhs_dilation=self.stride,
+                                 rhs_dilation=self.dilation, dimension_numbers=_DIMS)
+    if self.bias is not None:
+      y = y + self.bias[...].astype(dtype)
+    return y
+
+
+# --------------------------------------------------------------------------
+# Resizing.
+
+
+def _resize_matrix(n_in: int, n_out: int, method: str) -> np.ndarray:
+  """`(n_out, n_in)` interpolation matrix along one axis (see module docstring)."""
+  m = np.zeros((n_out, n_in), np.float32)
+  o = np.arange(n_out)
+  if method == 'nearest':
+    m[o, (o * n_in) // n_out] = 1
+    return m
+  src = np.maximum((o + 0.5) * n_in / n_out - 0.5, 0)
+  i0 = np.minimum(np.floor(src).astype(int), n_in - 1)
+  i1 = np.minimum(i0 + 1, n_in - 1)
+  lam = (src - i0).astype(np.float32)
+  np.add.at(m, (o, i0), 1 - lam)
+  np.add.at(m, (o, i1), lam)
+  return m
+
+
+def resize(x: jax.Array, size: Pair, method: str = 'bilinear') -> jax.Array:
+  """Resizes NHWC `x` to spatial `size` (nearest or bilinear, half-pixel centres)."""
+  if method not in ('nearest', 'bilinear'):
+    raise ValueError(f"method must be 'nearest' or 'bilinear', got {method!r}")
+  _, h, w, _ = x.shape
+  if method == 'nearest':
+    rows = (np.arange(size[0]) * h) // size[0]
+    cols = (np.arange(size[1]) * w) // size[1]
+    return x[:, rows][:, :, cols]
+  mh = jnp.asarray(_resize_matrix(h, size[0], method), x.dtype)
+  mw = jnp.asarray(_resize_matrix(w, size[1], method), x.dtype)
+  return jnp.einsum('oh,nhwc,pw->nopc', mh, x, mw)
+
+
+class Upsample(nnx.Module):
+  """Nearest or bilinear resizing by an integer `factor` or to a fixed `size`."""
+
+  def __init__(self, factor: int | Sequence[int] | None = 2, *, size: Sequence[int] | None = None,
+               method: str = 'nearest'):
+    if (factor is None) == (size is None):
+      raise ValueError('give exactly one of factor and size')
+    if method not in ('nearest', 'bilinear'):
+      raise ValueError(f"method must be 'nearest' or 'bilinear', got {method!r}")
+    self.factor = None if factor is None else _pair(factor, 'factor')
+    self.size = None if size is None else _pair(size, 'size')
+    self.method = method
+
+  @property
+  def geometry(self) -> geometry.Node:
+    return geometry.Resize('Upsample', self.method, self.factor, self.size)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    _check(self, x)
+    size = self.size or (x.shape[1] * self.factor[0], x.shape[2] * self.factor[1])
+    return resize(x, size, self.method)
+
+
+# --------------------------------------------------------------------------
+# Pooling.
+
+
+class _Pool(nnx.Module):
+
+  def __init__(self, window: int | Sequence[int] = 2, stride: int | Sequence[int] | None = None,
+               padding: PaddingLike = 0):
+    self.window = _pair(window, 'window')
+    self.stride = self.window if stride is None else _pair(stride, 'stride')
+    self.padding = resolve_padding(padding, self.window)
+    for (lo, hi), k in zip(self.padding, self.window):
+      if max(lo, hi) > k // 2:
+        raise ValueError(f'pool padding {self.padding} must be at most half the window '
+                         f'{self.window}')
+
+  @property
+  def geometry(self) -> geometry.Node:
+    return geometry.Window(type(self).__name__, self.window, self.stride, (1, 1), self.padding)
+
+  def _reduce(self, x, init, op):
+    return lax.reduce_window(x, init, op, (1, *self.window, 1), (1, *self.stride, 1),
+                             ((0, 0), *self.padding, (0, 0)))
+
+
+class MaxPool(_Pool):
+  """Max pooling; `return_switches=True` also returns the argmax "switches" for `MaxUnpool`."""
+
+  def __init__(self, window=2, stride=None, padding=0, *, return_switches: bool = False):
+    super().__init__(window, stride, padding)
+    self.return_switches = return_switches
+
+  def __call__(self, x: jax.Array):
+    _check(self, x)
+    if not self.return_switches:
+      return self._reduce(x, -jnp.inf, lax.max)
+    _, h, w, _ = x.shape
+    (out_h, out_w) = geometry.of(self).output_size((h, w))
+    (top, _), (left, _) = self.padding
+    xp = jnp.pad(x, ((0, 0), *self.padding, (0, 0)), constant_values=-jnp.inf)
+    (sh, sw), (kh, kw) = self.stride, self.window
+    taps = [xp[:, a:a + sh * (out_h - 1) + 1:sh, b:b + sw * (out_w - 1) + 1:sw]
+            for a in range(kh) for b in range(kw)]
+    taps = jnp.stack(taps, axis=-1)  # (N, H', W', C, kh*kw)
+    best = jnp.argmax(taps, axis=-1)
+    values = jnp.take_along_axis(taps, best[..., None], axis=-1)[..., 0]
+    rows = jnp.arange(out_h)[:, None, None] * sh - top + best // kw
+    cols = jnp.arange(out_w)[None, :, None] * sw - left + best % kw
+    return values, (rows * w + cols).astype(jnp.int32)
+
+
+class AvgPool(_Pool):
+  """Average pooling (padded zeros count in the average, as in PyTorch's default)."""
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    _check(self, x)
+    return self._reduce(x, 0.0, lax.add) / (self.window[0] * self.window[1])
+
+
+class MaxUnpool(nnx.Module):
+  """Places values at their switch positions, zeros elsewhere (PyTorch's `max_unpool2d`).
+
+  Output size `(n - 1)*s - 2p + k (+ output_padding)`; pass `output_padding=1` to
+  undo a pool that dropped an odd last row/column.
+  """
+
+  def __init__(self, window: int | Sequence[int] = 2, stride: int | Sequence[int] | None = None,
+               padding: PaddingLike = 0, output_padding: int | Sequence[int] = 0):
+    self.window = _pair(window, 'window')
+    self.stride = self.window if stride is None else _pair(stride, 'stride')
+    self.padding = resolve_padding(padding, self.window)
+    self.output_padding = _pair(output_padding, 'output_padding')
+
+  @property
+  def geometry(self) -> geometry.Node:
+    return geometry.Transpose('MaxUnpool', self.window, self.stride, (1, 1), self.padding,
+                              self.output_padding)
+
+  def __call__(self, x: jax.Array, switches: jax.Array) -> jax.Array:
+    _check(self, x)
+    if switches.shape != x.shape:
+      raise ValueError(f'switches shape {switches.shape} must equal the input shape {x.shape}')
+    n, h, w, c = x.shape
+    out_h, out_w = geometry.of(self).output_size((h, w))
+    flat = jnp.zeros((n, c, out_h * out_w), x.dtype)
+    values = x.transpose(0, 3, 1, 2).reshape(n, c, h * w)
+    index = switches.transpose(0, 3, 1, 2).reshape(n, c, h * w)
+    flat = flat.at[jnp.arange(n)[:, None, None], jnp.arange(c)[None, :, None], index].set(
+        values, mode='drop')
+    return flat.reshape(n, c, out_h, out_w).transpose(0, 2, 3, 1)
+
+
+class GlobalAvgPool(nnx.Module):
+  """Mean over all positions: `(N, H, W, C) -> (N, C)` (or `(N, 1, 1, C)` with keepdims)."""
+
+  def __init__(self, keepdims: bool = False):
+    self.keepdims = keepdims
+
+  @property
+  def geometry(self) -> geometry.Node:
+    return geometry.Global(type(self).__name__)
+
+  def _reduce(self, x):
+    return jnp.mean(x, axis=(1, 2), keepdims=self.keepdims)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    _check(self, x)
+    return self._reduce(x)
+
+
+class GlobalMaxPool(GlobalAvgPool):
+  """Max over all positions: `(N, H, W, C) -> (N, C)` (or `(N, 1, 1, C)` with keepdims)."""
+
+  def _reduce(self, x):
+    return jnp.max(x, axis=(1, 2), keepdims=self.keepdims)
+
+
+# --------------------------------------------------------------------------
+# Composites.
+
+
+class GatedConv(nnx.Module):
+  """Gated convolution `phi(conv_f(x)) * sigmoid(conv_g(x))` (Yu et al., 2019).
+
+  Both convolutions run as one conv with twice the output channels.
+  """
+
+  def __init__(self, in_channels: int, out_channels: int, kernel_size=3, *,
+               activation: Callable[[jax.Array], jax.Array] = jax.nn.elu, rngs: nnx.Rngs,
+               **conv_kwargs):
+    self.conv = Conv(in_channels, 2 * out_channels, kernel_size, rngs=rngs, **conv_kwargs)
+    self.activation = activation
+    self.out_channels = out_channels
+
+  @property
+  def geometry(self) -> geometry.Node:
+    node = self.conv.geometry
+    return geometry.Window('GatedConv', node.kernel, node.stride, node.dilation, node.padding,
+                           self.out_channels, node.n_params, node.pad_limit)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    feature, gate = jnp.split(self.conv(x), 2, axis=-1)
+    return self.activation(feature) * jax.nn.sigmoid(gate)
+
+
+class Sequential(nnx.Sequential):
+  """`nnx.Sequential` that composes its layers' geometry (callables count as pointwise)."""
+
+  def __init__(self, *layers: Callable[..., Any], name: str = 'Sequential'):
+    super().__init__(*layers)
+    self.name = name
+
+  @property
+  def geometry(self) -> geometry.Node:
+    return geometry.Chain(self.name, tuple(
+        geometry.node_of(layer, f'{i}.{geometry.node_of(layer).name}')
+        for i, layer in enumerate(self.layers)))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    _check(self, x)
+    return super().__call__(x)
+
+
+def pointwise_head(features: Sequence[int], *, activation=jax.nn.relu, rngs: nnx.Rngs,
+                   name: str = 'head') -> Sequential:
+  """1x1 convs `features[0] -> features[1] -> ...` with `activation` between them.
+
+  The per-pixel equivalent of a stack of dense layers.
+  """
+  layers: list[Any] = []
+  for i, (c_in, c_out) in enumerate(zip(features[:-1], features[1:])):
+    if i:
+      layers.append(activation)
+    layers.append(pointwise(c_in, c_out, rngs=rngs))
+  return Sequential(*layers, name=name)
