@@ -135,9 +135,10 @@ class Pointwise(Node):
 class Window(Node):
   """A sliding window (convolution or pooling).
 
-  `padding` is `((top, bottom), (left, right))`. `pad_below_size` says the
-  padding must be smaller than the input (reflect padding); `pad_up_to_size`
-  that it must not exceed it (circular padding).
+  `padding` is `((top, bottom), (left, right))`. `pad_limit='reflect'` says the
+  padding must be smaller than the input, `'circular'` that it must not exceed
+  it. `exact` rejects sizes where the last stride step leaves input unused
+  (U-Net's rule that every 2x2 pooling sees an even size).
   """
   name: str
   kernel: Pair
@@ -147,6 +148,7 @@ class Window(Node):
   out_channels: int | None = None
   n_params: int = 0
   pad_limit: str | None = None  # None | 'reflect' | 'circular'
+  exact: bool = False  # the windows must cover the input exactly (no rows left over)
 
   def axis(self, n, a):
     k, s, d = self.kernel[a], self.stride[a], self.dilation[a]
@@ -162,8 +164,11 @@ class Window(Node):
     if self.pad_limit == 'circular' and max(lo, hi) > n:
       raise GeometryError(f'{self.name}: circular padding {max(lo, hi)} needs input >= '
                           f'{max(lo, hi)}, got {n}')
-    out = (n + lo + hi - k_eff) // s + 1
-    return out, Field(size=_frac(k_eff), jump=_frac(s), start=_frac(-lo))
+    out, left_over = divmod(n + lo + hi - k_eff, s)
+    if self.exact and left_over:
+      raise GeometryError(f'{self.name}: input size {n} leaves {left_over} position(s) unused '
+                          f'by stride {s} (this layer requires an exact fit)')
+    return out + 1, Field(size=_frac(k_eff), jump=_frac(s), start=_frac(-lo))
 
   def channels(self, c):
     return c if self.out_channels is None else self.out_channels
@@ -525,16 +530,18 @@ def check(model: Any, shape: Sequence[int]) -> None:
 # Empirical probe.
 
 
-def probe(apply: Callable[[Any], Any], size: Pair, channels: int, out_index: Pair,
-          samples: int = 4, seed: int = 0) -> tuple[Pair, Pair]:
-  """Measures which input rows/columns reach one output pixel.
+def probe(apply: Callable[[Any], Any], size: Pair, channels: int,
+          out_indices: Sequence[Pair], samples: int = 4, seed: int = 0
+          ) -> list[tuple[Pair, Pair] | None]:
+  """Measures which input rows/columns reach each of some output pixels.
 
-  Takes the gradient of output pixel `out_index` (a random combination of its
-  channels) with respect to `samples` random inputs and returns the bounding
-  box `((row_first, row_last), (col_first, col_last))` of the positions where
-  any gradient is non-zero. For nets with max-pooling or ReLU the measured box
-  can be smaller than the algebraic field (the gradient only flows through the
-  maxima and active units); it can never be larger.
+  For each output pixel in `out_indices`, takes the gradient of a random
+  combination of its channels with respect to `samples` random inputs and
+  returns the bounding box `((row_first, row_last), (col_first, col_last))` of
+  the input positions where any gradient is non-zero (None if no input reaches
+  the pixel). For nets with max-pooling or ReLU the measured box can be smaller
+  than the algebraic field (the gradient flows only through maxima and active
+  units); it can never be larger. One compilation for all pixels.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -542,20 +549,27 @@ def probe(apply: Callable[[Any], Any], size: Pair, channels: int, out_index: Pai
 
   key_x, key_w = jax.random.split(jax.random.key(seed))
   x = jax.random.normal(key_x, (samples, size[0], size[1], channels), jnp.float32)
+  index = np.asarray(out_indices, np.int32).reshape(-1, 2)
 
-  def pixel(inputs):
-    y = apply(inputs)
-    if y.ndim == 2:  # globally pooled (N, C)
-      y = y[:, None, None, :]
-    weights = jax.random.normal(key_w, (y.shape[-1],), y.dtype)
-    return jnp.sum(y[:, out_index[0], out_index[1], :] * weights)
+  @jax.jit
+  def gradients(x):
+    y, vjp = jax.vjp(apply, x)
+    y4 = y[:, None, None, :] if y.ndim == 2 else y  # globally pooled (N, C)
+    weights = jax.random.normal(key_w, (y4.shape[-1],), y4.dtype)
 
-  grad = np.asarray(jax.grad(pixel)(x))
-  hit = np.abs(grad).sum(axis=(0, 3)) > 0
-  rows, cols = np.nonzero(hit.any(axis=1))[0], np.nonzero(hit.any(axis=0))[0]
-  if rows.size == 0:
-    raise ValueError(f'output {out_index} does not depend on the input at all')
-  return (int(rows[0]), int(rows[-1])), (int(cols[0]), int(cols[-1]))
+    def one(ij):
+      cotangent = jnp.zeros(y4.shape, y4.dtype).at[:, ij[0], ij[1], :].set(weights)
+      return vjp(cotangent.reshape(y.shape))[0]
+
+    return jax.lax.map(one, jnp.asarray(index))
+
+  hits = np.abs(np.asarray(gradients(x))).sum(axis=(1, 4)) > 0  # (K, H, W)
+  boxes = []
+  for hit in hits:
+    rows, cols = np.nonzero(hit.any(axis=1))[0], np.nonzero(hit.any(axis=0))[0]
+    boxes.append(None if rows.size == 0 else
+                 ((int(rows[0]), int(rows[-1])), (int(cols[0]), int(cols[-1]))))
+  return boxes
 
 
 def iter_leaves(node: Node) -> Iterator[Node]:

@@ -272,9 +272,11 @@ class Upsample(nnx.Module):
 
 
 class _Pool(nnx.Module):
+  """Shared by the pools: `exact=True` rejects sizes the windows do not tile exactly."""
 
   def __init__(self, window: int | Sequence[int] = 2, stride: int | Sequence[int] | None = None,
-               padding: PaddingLike = 0):
+               padding: PaddingLike = 0, *, exact: bool = False):
+    self.exact = exact
     self.window = _pair(window, 'window')
     self.stride = self.window if stride is None else _pair(stride, 'stride')
     self.padding = resolve_padding(padding, self.window)
@@ -285,7 +287,8 @@ class _Pool(nnx.Module):
 
   @property
   def geometry(self) -> geometry.Node:
-    return geometry.Window(type(self).__name__, self.window, self.stride, (1, 1), self.padding)
+    return geometry.Window(type(self).__name__, self.window, self.stride, (1, 1), self.padding,
+                           exact=self.exact)
 
   def _reduce(self, x, init, op):
     return lax.reduce_window(x, init, op, (1, *self.window, 1), (1, *self.stride, 1),
@@ -295,8 +298,9 @@ class _Pool(nnx.Module):
 class MaxPool(_Pool):
   """Max pooling; `return_switches=True` also returns the argmax "switches" for `MaxUnpool`."""
 
-  def __init__(self, window=2, stride=None, padding=0, *, return_switches: bool = False):
-    super().__init__(window, stride, padding)
+  def __init__(self, window=2, stride=None, padding=0, *, exact: bool = False,
+               return_switches: bool = False):
+    super().__init__(window, stride, padding, exact=exact)
     self.return_switches = return_switches
 
   def __call__(self, x: jax.Array):
