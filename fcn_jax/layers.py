@@ -42,6 +42,17 @@ _DIMS = ('NHWC', 'HWIO', 'NHWC')
 default_kernel_init = nnx.initializers.lecun_normal()
 
 
+ACTIVATIONS = {'relu': jax.nn.relu, 'elu': jax.nn.elu, 'gelu': jax.nn.gelu, 'silu': jax.nn.silu,
+               'leaky_relu': jax.nn.leaky_relu, 'tanh': jnp.tanh, 'identity': lambda x: x}
+
+
+def activation(name: str) -> Callable[[jax.Array], jax.Array]:
+  """An activation function by name (see `ACTIVATIONS`)."""
+  if name not in ACTIVATIONS:
+    raise ValueError(f'unknown activation {name!r}; choose one of {", ".join(ACTIVATIONS)}')
+  return ACTIVATIONS[name]
+
+
 def _pair(x: int | Sequence[int], what: str) -> Pair:
   if isinstance(x, (int, np.integer)):
     return int(x), int(x)

@@ -1,0 +1,34 @@
+"""Model registry: `get_model(config.model, rngs=...)` builds a model by name.
+
+Each architecture lives in `fcn_jax/models/<name>.py` and exposes `Model`, an
+`nnx.Module` whose constructor takes the config fields (besides `name`) as
+keyword arguments and which reports its geometry (`fcn_jax.geometry.of`).
+"""
+
+import importlib
+import inspect
+from typing import Any, Mapping
+
+from flax import nnx
+
+MODELS = ('patch_net', 'dense_classifier', 'gap_classifier', 'nin', 'encoder_decoder', 'unet',
+          'fcn', 'segnet_lite')
+
+
+def model_class(name: str) -> type[nnx.Module]:
+  if name not in MODELS:
+    raise ValueError(f'unknown model {name!r}; choose one of {", ".join(MODELS)}')
+  return importlib.import_module(f'fcn_jax.models.{name}').Model
+
+
+def get_model(config: Mapping[str, Any], *, rngs: nnx.Rngs) -> nnx.Module:
+  """Builds `config.name` with the other fields of `config` as constructor arguments."""
+  fields = dict(config)
+  name = fields.pop('name', None)
+  cls = model_class(name)
+  accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ('self', 'rngs')]
+  unknown = sorted(set(fields) - set(accepted))
+  if unknown:
+    raise ValueError(f'model {name!r} has no field(s) {unknown}; its fields are {accepted}')
+  fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+  return cls(**fields, rngs=rngs)

@@ -1,0 +1,62 @@
+"""patch_net: the heat-map network, trained on patches and run on images of any size.
+
+Strided convolutions (or pooling) trade space for channels; 1x1 convolutions
+then act as a dense classifier applied to every position. With the defaults:
+64x64x3 -> 32x32x8 -> 16x16x16 -> 8x8x32 -> 1x1 conv to 10 -> 1x1 conv to 1,
+an 8x8 heat map; a 640x320x3 image gives an 80x40 one.
+"""
+
+from typing import Sequence
+
+import jax
+from flax import nnx
+
+from fcn_jax import geometry
+from fcn_jax import layers
+
+
+def down_stack(in_channels: int, features: Sequence[int], *, kernel_size: int, downsample: str,
+               padding: str, padding_mode: str, activation: str, rngs: nnx.Rngs,
+               name: str = 'features') -> layers.Sequential:
+  """Conv blocks that halve the resolution each: by stride-2 convs or by 2x2 pooling."""
+  if downsample not in ('stride', 'maxpool', 'avgpool'):
+    raise ValueError(f"downsample must be 'stride', 'maxpool' or 'avgpool', got {downsample!r}")
+  act, stack, c = layers.activation(activation), [], in_channels
+  for i, width in enumerate(features):
+    stride = 2 if downsample == 'stride' else 1
+    stack += [layers.Conv(c, width, kernel_size, stride=stride, padding=padding,
+                          padding_mode=padding_mode, rngs=rngs), act]
+    if downsample != 'stride':
+      stack.append((layers.MaxPool if downsample == 'maxpool' else layers.AvgPool)(2))
+    c = width
+  return layers.Sequential(*stack, name=name)
+
+
+class Model(nnx.Module):
+  """Conv down-sampling blocks + a 1x1-conv per-pixel classifier -> heat-map logits."""
+  name = 'patch_net'
+
+  def __init__(self, in_channels: int = 3, features: Sequence[int] = (8, 16, 32),
+               head: Sequence[int] = (10, 1), kernel_size: int = 3, downsample: str = 'stride',
+               padding: str = 'same', padding_mode: str = 'zeros', activation: str = 'relu',
+               *, rngs: nnx.Rngs):
+    self.features = down_stack(in_channels, features, kernel_size=kernel_size,
+                               downsample=downsample, padding=padding,
+                               padding_mode=padding_mode, activation=activation, rngs=rngs)
+    self.head = layers.pointwise_head((features[-1], *head), activation=layers.activation(
+        activation), rngs=rngs)
+    self.num_outputs = head[-1]
+
+  @property
+  def geometry(self) -> geometry.Node:
+    return geometry.chain(self.name, self.features.geometry, self.head.geometry)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Logits `(N, H', W', K)`; see `probabilities`."""
+    geometry.check(self, x.shape)
+    return self.head(self.features(x))
+
+  def probabilities(self, x: jax.Array) -> jax.Array:
+    """Sigmoid of the logits for one output channel, softmax over channels otherwise."""
+    logits = self(x)
+    return jax.nn.sigmoid(logits) if self.num_outputs == 1 else jax.nn.softmax(logits)

@@ -1,0 +1,121 @@
+r"""Per-layer shape and receptive-field table of a config's model, at any input size.
+
+  python -m fcn_jax.shapes --config=configs/default.py --size=64,64 --size=640,320
+
+For every requested input size: each layer's output shape, parameters,
+receptive field, effective stride and the centre of output (0, 0)'s field (all
+in input pixels, per axis when they differ), then the totals, the minimum input
+size, and a confirmation that `jax.eval_shape` of the real model agrees. The
+model is built abstractly (`nnx.eval_shape`), so even a full-width VGG costs
+no memory.
+"""
+
+from fractions import Fraction
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from absl import app
+from absl import flags
+from flax import nnx
+from ml_collections import config_flags
+
+from fcn_jax import geometry
+from fcn_jax import models
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/<name>.py).',
+                                          lock_config=True)
+_SIZES = flags.DEFINE_multi_string('size', None, 'Input size H,W (repeatable). Default: the '
+                                   "config's eval_sizes.")
+
+
+def fmt(x: Fraction | int | None) -> str:
+  if x is None:
+    return '?'
+  x = Fraction(x)
+  return str(x.numerator) if x.denominator == 1 else f'{x.numerator}/{x.denominator}'
+
+
+def fmt_pair(pair: Sequence) -> str:
+  a, b = (fmt(v) for v in pair)
+  return a if a == b else f'{a}x{b}'
+
+
+def fmt_shape(shape: Sequence) -> str:
+  return '×'.join(fmt(v) for v in shape)
+
+
+def table(model: nnx.Module, size: Sequence[int], channels: int) -> str:
+  """The per-layer table for an `(H, W)` input with `channels` channels, as markdown."""
+  g = geometry.of(model)
+  rows = g.rows((*size, channels))
+  lines = ['| layer | output (H, W, C) | params | receptive field | stride | centre of (0, 0) |',
+           '|---|---|---:|---:|---:|---:|']
+  previous = None
+  for row in rows:
+    if row.params == 0 and previous is not None and (row.shape, row.field) == previous:
+      continue  # activations: nothing changes
+    previous = (row.shape, row.field)
+    lines.append(f'| {row.path} | {fmt_shape(row.shape)} | {row.params:,} | '
+                 f'{fmt_pair([f.size for f in row.field])} | '
+                 f'{fmt_pair([f.jump for f in row.field])} | '
+                 f'{fmt_pair([f.centre for f in row.field])} |')
+  out = g.output_shape((1, *size, channels))
+  field = g.field(size)
+  lines.append(f'| **total** | {fmt_shape(out[1:])} | {g.params:,} | '
+               f'{fmt_pair([f.size for f in field])} | {fmt_pair([f.jump for f in field])} | '
+               f'{fmt_pair([f.centre for f in field])} |')
+  return '\n'.join(lines)
+
+
+def summary(model: nnx.Module, size: Sequence[int], channels: int) -> str:
+  """Table plus totals, checked against `jax.eval_shape` of the model."""
+  g = geometry.of(model)
+  out = g.output_shape((1, *size, channels))
+  graphdef, state = nnx.split(model)
+  traced = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state,
+                          jax.ShapeDtypeStruct((1, *size, channels), jnp.float32)).shape
+  if traced[1:3] != out[1:3]:
+    raise AssertionError(f'geometry says {out}, jax.eval_shape says {traced}')
+  field = g.field(size)
+  lines = [f'## {g.name}: input {size[0]}x{size[1]}x{channels} -> output '
+           f'{"x".join(str(v) for v in traced[1:])}', '', table(model, size, channels), '',
+           f'- receptive field {fmt_pair([f.size for f in field])}, effective stride '
+           f'{fmt_pair([f.jump for f in field])}, effective padding '
+           f'{fmt_pair([f.padding for f in field])}, minimum input '
+           f'{"x".join(str(v) for v in g.min_input_size)}; '
+           f'parameters {g.params:,}; output shape confirmed by jax.eval_shape.']
+  notes = getattr(model, 'shape_notes', None)
+  if notes is not None:
+    lines += [f'- {line}' for line in notes()]
+  return '\n'.join(lines)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+  try:
+    h, w = (int(v) for v in text.split(','))
+  except ValueError:
+    raise app.UsageError(f'--size must look like H,W (e.g. 640,320), got {text!r}') from None
+  return h, w
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  config = _CONFIG.value
+  model = nnx.eval_shape(lambda: models.get_model(config.model, rngs=nnx.Rngs(0)))
+  sizes = [parse_size(s) for s in _SIZES.value] if _SIZES.value else [
+      tuple(s) for s in config.eval_sizes]
+  failed = 0
+  for size in sizes:
+    try:
+      print(summary(model, size, config.model.in_channels), end='\n\n')
+    except ValueError as e:
+      failed += 1
+      print(f'## {geometry.of(model).name}: input {size[0]}x{size[1]}\n\n{e}\n')
+  return 1 if failed else 0
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config'])
+  app.run(main)

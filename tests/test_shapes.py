@@ -1,0 +1,35 @@
+"""The `fcn_jax.shapes` table and CLI, and the model registry."""
+
+import subprocess
+import sys
+
+import pytest
+from flax import nnx
+
+from fcn_jax import models
+from fcn_jax import shapes
+
+
+def test_summary_reports_reference_shapes():
+  model = models.get_model({'name': 'patch_net'}, rngs=nnx.Rngs(0))
+  text = shapes.summary(model, (640, 320), 3)
+  assert 'input 640x320x3 -> output 80x40x1' in text
+  assert '| **total** | 80×40×1 | 6,373 | 15 | 8 | 0 |' in text
+  assert 'confirmed by jax.eval_shape' in text
+
+
+def test_registry_rejects_unknown_names_and_fields():
+  with pytest.raises(ValueError, match=r"unknown model 'resnet'; choose one of patch_net"):
+    models.get_model({'name': 'resnet'}, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r"model 'patch_net' has no field\(s\) \['widht'\]"):
+    models.get_model({'name': 'patch_net', 'widht': 3}, rngs=nnx.Rngs(0))
+
+
+def test_cli_prints_table_and_fails_on_invalid_size():
+  cmd = [sys.executable, '-m', 'fcn_jax.shapes', '--config=configs/default.py', '--size=64,64']
+  ok = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  assert ok.returncode == 0, ok.stderr
+  assert 'patch_net: input 64x64x3 -> output 8x8x1' in ok.stdout
+  bad = subprocess.run(cmd[:-1] + ['--size=0,64'], capture_output=True, text=True, check=False)
+  assert bad.returncode == 1
+  assert 'patch_net cannot take an input of size (0, 64)' in bad.stdout
