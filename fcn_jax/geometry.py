@@ -138,7 +138,8 @@ class Window(Node):
   `padding` is `((top, bottom), (left, right))`. `pad_limit='reflect'` says the
   padding must be smaller than the input, `'circular'` that it must not exceed
   it. `exact` rejects sizes where the last stride step leaves input unused
-  (U-Net's rule that every 2x2 pooling sees an even size).
+  (U-Net's rule that every 2x2 pooling sees an even size); `ceil` adds a last
+  partial window over them instead (Caffe's pooling, used by Long et al.).
   """
   name: str
   kernel: Pair
@@ -149,6 +150,7 @@ class Window(Node):
   n_params: int = 0
   pad_limit: str | None = None  # None | 'reflect' | 'circular'
   exact: bool = False  # the windows must cover the input exactly (no rows left over)
+  ceil: bool = False  # ceil-mode pooling: a last, partial window covers left-over rows
 
   def axis(self, n, a):
     k, s, d = self.kernel[a], self.stride[a], self.dilation[a]
@@ -168,6 +170,9 @@ class Window(Node):
     if self.exact and left_over:
       raise GeometryError(f'{self.name}: input size {n} leaves {left_over} position(s) unused '
                           f'by stride {s} (this layer requires an exact fit)')
+    if self.ceil and left_over:
+      # PyTorch/Caffe ceil mode: one more window, unless it would start in the bottom padding.
+      out += (out + 1) * s < n + lo
     return out + 1, Field(size=_frac(k_eff), jump=_frac(s), start=_frac(-lo))
 
   def channels(self, c):
@@ -255,6 +260,28 @@ class Global(Node):
 
 
 @dataclasses.dataclass(frozen=True)
+class Dense(Node):
+  """Flatten + dense layer: takes exactly `size` and gives one output that sees it all."""
+  name: str
+  size: Pair
+  out_channels: int | None = None
+  n_params: int = 0
+
+  def axis(self, n, a):
+    if n != self.size[a]:
+      raise GeometryError(f'{self.name}: a flatten+dense layer built for {self.size[a]} '
+                          f'positions cannot take {n} (convolutionalize it to run at any size)')
+    return 1, Field(size=_frac(n), jump=_frac(n), start=Fraction(0))
+
+  def channels(self, c):
+    return self.out_channels
+
+  @property
+  def params(self):
+    return self.n_params
+
+
+@dataclasses.dataclass(frozen=True)
 class Crop(Node):
   """Removes `(lo, hi)` positions from each end of each axis."""
   name: str
@@ -331,6 +358,12 @@ class Merge(Node):
             f'and would need a crop offset of {offset} for a reference of size {ref_size})')
       offsets.append(int(offset))
     return ref_size, offsets, fields
+
+  def crops(self, size: Pair) -> list[tuple[slice, slice]]:
+    """Per branch, the `(rows, cols)` slices that align it to the reference, for input `size`."""
+    per_axis = [self.offsets(size[a], a) for a in range(2)]
+    return [tuple(slice(off[1][b], off[1][b] + off[0]) for off in per_axis)
+            for b in range(len(self.branches))]
 
   def axis(self, n, a):
     ref_size, offsets, fields = self.offsets(n, a)
@@ -513,9 +546,19 @@ def of(model: Any) -> Geometry:
 def node_of(layer: Any, name: str | None = None) -> Node:
   """The geometry node of a layer; plain callables (activations) are pointwise."""
   node = getattr(layer, 'geometry', None)
-  if node is None:
-    node = Pointwise(name=getattr(layer, '__name__', type(layer).__name__))
+  if node is None:  # activations, normalisation, dropout: pointwise
+    node = Pointwise(name=getattr(layer, '__name__', type(layer).__name__),
+                     n_params=count_params(layer))
   return node.with_name(name) if name else node
+
+
+def count_params(module: Any) -> int:
+  """Number of `nnx.Param` entries of a module (0 for plain functions); works on abstract modules."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  if not isinstance(module, nnx.Module):
+    return 0
+  leaves = [v for _, v in nnx.iter_graph(module) if isinstance(v, nnx.Param)]
+  return sum(math.prod(v.shape) for v in leaves)
 
 
 def check(model: Any, shape: Sequence[int]) -> None:

@@ -42,8 +42,12 @@ _DIMS = ('NHWC', 'HWIO', 'NHWC')
 default_kernel_init = nnx.initializers.lecun_normal()
 
 
+def identity(x: jax.Array) -> jax.Array:
+  return x
+
+
 ACTIVATIONS = {'relu': jax.nn.relu, 'elu': jax.nn.elu, 'gelu': jax.nn.gelu, 'silu': jax.nn.silu,
-               'leaky_relu': jax.nn.leaky_relu, 'tanh': jnp.tanh, 'identity': lambda x: x}
+               'leaky_relu': jax.nn.leaky_relu, 'tanh': jnp.tanh, 'identity': identity}
 
 
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:
@@ -283,11 +287,17 @@ class Upsample(nnx.Module):
 
 
 class _Pool(nnx.Module):
-  """Shared by the pools: `exact=True` rejects sizes the windows do not tile exactly."""
+  """Shared by the pools.
+
+  `exact=True` rejects sizes the windows do not tile exactly; `ceil_mode=True`
+  adds a last partial window instead (PyTorch's `ceil_mode`, Caffe's pooling).
+  """
 
   def __init__(self, window: int | Sequence[int] = 2, stride: int | Sequence[int] | None = None,
-               padding: PaddingLike = 0, *, exact: bool = False):
-    self.exact = exact
+               padding: PaddingLike = 0, *, exact: bool = False, ceil_mode: bool = False):
+    if exact and ceil_mode:
+      raise ValueError('exact and ceil_mode exclude each other')
+    self.exact, self.ceil_mode = exact, ceil_mode
     self.window = _pair(window, 'window')
     self.stride = self.window if stride is None else _pair(stride, 'stride')
     self.padding = resolve_padding(padding, self.window)
@@ -299,19 +309,25 @@ class _Pool(nnx.Module):
   @property
   def geometry(self) -> geometry.Node:
     return geometry.Window(type(self).__name__, self.window, self.stride, (1, 1), self.padding,
-                           exact=self.exact)
+                           exact=self.exact, ceil=self.ceil_mode)
+
+  def _padding(self, x) -> tuple[Pair, Pair]:
+    """Explicit padding, extended at the bottom/right for ceil mode's partial windows."""
+    out = geometry.of(self).output_size(x.shape[1:3])
+    return tuple((lo, (o - 1) * s + k - n - lo) for (lo, _), o, s, k, n in
+                 zip(self.padding, out, self.stride, self.window, x.shape[1:3]))
 
   def _reduce(self, x, init, op):
     return lax.reduce_window(x, init, op, (1, *self.window, 1), (1, *self.stride, 1),
-                             ((0, 0), *self.padding, (0, 0)))
+                             ((0, 0), *self._padding(x), (0, 0)))
 
 
 class MaxPool(_Pool):
   """Max pooling; `return_switches=True` also returns the argmax "switches" for `MaxUnpool`."""
 
   def __init__(self, window=2, stride=None, padding=0, *, exact: bool = False,
-               return_switches: bool = False):
-    super().__init__(window, stride, padding, exact=exact)
+               ceil_mode: bool = False, return_switches: bool = False):
+    super().__init__(window, stride, padding, exact=exact, ceil_mode=ceil_mode)
     self.return_switches = return_switches
 
   def __call__(self, x: jax.Array):
@@ -321,7 +337,7 @@ class MaxPool(_Pool):
     _, h, w, _ = x.shape
     (out_h, out_w) = geometry.of(self).output_size((h, w))
     (top, _), (left, _) = self.padding
-    xp = jnp.pad(x, ((0, 0), *self.padding, (0, 0)), constant_values=-jnp.inf)
+    xp = jnp.pad(x, ((0, 0), *self._padding(x), (0, 0)), constant_values=-jnp.inf)
     (sh, sw), (kh, kw) = self.stride, self.window
     taps = [xp[:, a:a + sh * (out_h - 1) + 1:sh, b:b + sw * (out_w - 1) + 1:sw]
             for a in range(kh) for b in range(kw)]
@@ -335,6 +351,9 @@ class MaxPool(_Pool):
 
 class AvgPool(_Pool):
   """Average pooling (padded zeros count in the average, as in PyTorch's default)."""
+
+  def __init__(self, window=2, stride=None, padding=0, *, exact: bool = False):
+    super().__init__(window, stride, padding, exact=exact)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     _check(self, x)

@@ -87,7 +87,7 @@ def summary(model: nnx.Module, size: Sequence[int], channels: int) -> str:
            f'parameters {g.params:,}; output shape confirmed by jax.eval_shape.']
   notes = getattr(model, 'shape_notes', None)
   if notes is not None:
-    lines += [f'- {line}' for line in notes()]
+    lines += [f'- {line}' for line in notes(size)]
   return '\n'.join(lines)
 
 

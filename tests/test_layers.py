@@ -193,6 +193,21 @@ def test_pools_and_unpool_match_numpy_and_torch(seed):
     np.testing.assert_allclose(unpooled, tu.permute(0, 2, 3, 1).numpy(), **TOL)
 
 
+@needs_torch
+@pytest.mark.parametrize('size', [(7, 8), (9, 5), (4, 4)])
+@pytest.mark.parametrize('window,stride,pad', [(2, 2, 0), (3, 2, 1), (3, 3, 0)])
+def test_ceil_mode_max_pool_matches_torch(size, window, stride, pad):
+  x = np.random.default_rng(0).standard_normal((1, *size, 2)).astype(np.float32)
+  values, switches = layers.MaxPool(window, stride, pad, ceil_mode=True,
+                                    return_switches=True)(jnp.asarray(x))
+  tv, ts = F.max_pool2d(torch.from_numpy(x).permute(0, 3, 1, 2), window, stride, pad,
+                        ceil_mode=True, return_indices=True)
+  np.testing.assert_allclose(values, tv.permute(0, 2, 3, 1).numpy(), **TOL)
+  np.testing.assert_array_equal(switches, ts.permute(0, 2, 3, 1).numpy())
+  plain = layers.MaxPool(window, stride, pad, ceil_mode=True)(jnp.asarray(x))
+  np.testing.assert_allclose(plain, tv.permute(0, 2, 3, 1).numpy(), **TOL)
+
+
 def test_unpool_restores_odd_size_with_output_padding():
   x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 7, 5, 2)), jnp.float32)
   values, switches = layers.MaxPool(2, return_switches=True)(x)

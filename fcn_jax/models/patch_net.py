@@ -13,23 +13,7 @@ from flax import nnx
 
 from fcn_jax import geometry
 from fcn_jax import layers
-
-
-def down_stack(in_channels: int, features: Sequence[int], *, kernel_size: int, downsample: str,
-               padding: str, padding_mode: str, activation: str, rngs: nnx.Rngs,
-               name: str = 'features') -> layers.Sequential:
-  """Conv blocks that halve the resolution each: by stride-2 convs or by 2x2 pooling."""
-  if downsample not in ('stride', 'maxpool', 'avgpool'):
-    raise ValueError(f"downsample must be 'stride', 'maxpool' or 'avgpool', got {downsample!r}")
-  act, stack, c = layers.activation(activation), [], in_channels
-  for i, width in enumerate(features):
-    stride = 2 if downsample == 'stride' else 1
-    stack += [layers.Conv(c, width, kernel_size, stride=stride, padding=padding,
-                          padding_mode=padding_mode, rngs=rngs), act]
-    if downsample != 'stride':
-      stack.append((layers.MaxPool if downsample == 'maxpool' else layers.AvgPool)(2))
-    c = width
-  return layers.Sequential(*stack, name=name)
+from fcn_jax.models.common import down_stack
 
 
 class Model(nnx.Module):

@@ -1,0 +1,123 @@
+"""fcn: Long et al.'s FCN-32s / FCN-16s / FCN-8s on a VGG-16-style backbone.
+
+VGG's five conv blocks (3x3 convs, 2x2 ceil-mode max-pools; the first conv pads by
+`first_padding`, 100 in the paper, so that any input of at least 1 pixel
+reaches fc6), fc6 as a 7x7 VALID conv and fc7 as a 1x1 conv, `score_fr` (1x1
+to the classes), then:
+
+* 32s: one transposed conv up by 32;
+* 16s: up by 2, add `score_pool4` (1x1 on pool4), up by 16;
+* 8s: as 16s, then up by 2, add `score_pool3`, up by 8.
+
+Up-sampling is by transposed convs of kernel `2f` and stride `f` initialised as
+bilinear interpolation (trainable). Every fusion crops the skip scores to align
+with the up-sampled ones, and the output is cropped to the input: the offsets
+come from the geometry (`fcn_jax.geometry.Merge`), not hard-coded, so the
+output has exactly the input's size for any input size. `widths` and
+`fc_width` shrink the net for tests; the defaults are the paper's.
+"""
+
+from typing import Sequence
+
+import jax
+from flax import nnx
+
+from fcn_jax import geometry
+from fcn_jax import layers
+
+VARIANTS = {'fcn32s': 0, 'fcn16s': 1, 'fcn8s': 2}  # number of skip fusions
+REPEATS = (2, 2, 3, 3, 3)  # convs per VGG-16 block
+
+
+def upsampler(channels: int, factor: int, rngs: nnx.Rngs) -> layers.ConvTranspose:
+  return layers.ConvTranspose(channels, channels, 2 * factor, stride=factor, init='bilinear',
+                              use_bias=False, rngs=rngs)
+
+
+class Model(nnx.Module):
+  """FCN-32s/16s/8s; returns per-pixel logits `(N, H, W, num_classes)` for any `(H, W)`."""
+
+  def __init__(self, in_channels: int = 3, num_classes: int = 21, variant: str = 'fcn8s',
+               widths: Sequence[int] = (64, 128, 256, 512, 512), fc_width: int = 4096,
+               first_padding: int = 100, dropout: float = 0.5, *, rngs: nnx.Rngs):
+    if variant not in VARIANTS:
+      raise ValueError(f'variant must be one of {sorted(VARIANTS)}, got {variant!r}')
+    if len(widths) != 5:
+      raise ValueError(f'widths needs one entry per VGG block (5), got {widths}')
+    self.name = variant
+    self.first_skip = 5 - VARIANTS[variant]  # blocks before the first skip source
+    blocks, c = [], in_channels
+    for b, (repeats, width) in enumerate(zip(REPEATS, widths)):
+      stack = []
+      for i in range(repeats):
+        pad = first_padding if b == 0 and i == 0 else 1
+        stack += [layers.Conv(c, width, 3, padding=pad, rngs=rngs), jax.nn.relu]
+        c = width
+      stack.append(layers.MaxPool(2, ceil_mode=True))  # Caffe's pooling, as in the paper
+      blocks.append(layers.Sequential(*stack, name=f'block{b + 1}'))
+    self.blocks = nnx.List(blocks)
+    classifier = [layers.Conv(c, fc_width, 7, padding='valid', rngs=rngs), jax.nn.relu]
+    classifier += [nnx.Dropout(dropout, rngs=rngs)] if dropout else []
+    classifier += [layers.pointwise(fc_width, fc_width, rngs=rngs), jax.nn.relu]
+    classifier += [nnx.Dropout(dropout, rngs=rngs)] if dropout else []
+    classifier += [layers.pointwise(fc_width, num_classes, rngs=rngs)]
+    self.classifier = layers.Sequential(*classifier, name='fc6-fc7-score_fr')
+    # Skip scores (zero-initialised as in the paper) and the x2 up-samplers that precede
+    # each fusion, indexed by the block whose input they read (3: pool3, 4: pool4).
+    zeros = nnx.initializers.zeros_init()
+    self.score_pool = nnx.List([
+        layers.pointwise(widths[b - 1], num_classes, kernel_init=zeros, rngs=rngs)
+        for b in range(self.first_skip, 5)])
+    self.up2 = nnx.List([upsampler(num_classes, 2, rngs) for _ in range(self.first_skip, 5)])
+    self.final_up = upsampler(num_classes, 2 ** self.first_skip, rngs)
+
+  def _fused(self, b: int) -> geometry.Node:
+    """Geometry from block `b`'s input to the scores at that resolution (before the final up)."""
+    if b == 5:
+      return self.classifier.geometry
+    k = b - self.first_skip
+    deeper = geometry.chain(f'block{b + 1}+', self.blocks[b].geometry, self._fused(b + 1),
+                            self.up2[k].geometry.with_name(f'up2_to_pool{b}'))
+    return geometry.Merge(f'fuse_pool{b}', (self.score_pool[k].geometry.with_name(
+        f'score_pool{b}'), deeper), reference=1, combine='add')
+
+  def _scores(self) -> geometry.Node:
+    return geometry.chain('scores', *[blk.geometry for blk in self.blocks[:self.first_skip]],
+                          self._fused(self.first_skip),
+                          self.final_up.geometry.with_name(f'up{2 ** self.first_skip}'))
+
+  @property
+  def geometry(self) -> geometry.Node:
+    return geometry.Merge(self.name, (geometry.Pointwise('input'), self._scores()), reference=0,
+                          combine='crop')
+
+  def _apply_fused(self, b: int, x: jax.Array) -> jax.Array:
+    if b == 5:
+      return self.classifier(x)
+    k = b - self.first_skip
+    deeper = self.up2[k](self._apply_fused(b + 1, self.blocks[b](x)))
+    (s_rows, s_cols), (d_rows, d_cols) = self._fused(b).crops(x.shape[1:3])
+    return self.score_pool[k](x)[:, s_rows, s_cols] + deeper[:, d_rows, d_cols]
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    geometry.check(self, x.shape)
+    h = x
+    for block in self.blocks[:self.first_skip]:
+      h = block(h)
+    scores = self.final_up(self._apply_fused(self.first_skip, h))
+    _, (rows, cols) = self.geometry.crops(x.shape[1:3])
+    return scores[:, rows, cols]
+
+  def crop_offsets(self, size: Sequence[int]) -> dict[str, tuple[int, int]]:
+    """Crop offsets (rows, cols) of every fusion and of the final crop, for an input `size`."""
+    offsets, n, node = {}, tuple(size), self.geometry
+    ref_size, final, _ = zip(*[node.offsets(n[a], a) for a in range(2)])
+    offsets['final'] = tuple(f[1] for f in final)
+    h = n
+    for block in self.blocks[:self.first_skip]:
+      h = geometry.of(block).output_size(h)
+    for b in range(self.first_skip, 5):
+      fused = self._fused(b)
+      offsets[f'score_pool{b}'] = tuple(fused.offsets(h[a], a)[1][0] for a in range(2))
+      h = geometry.of(self.blocks[b]).output_size(h)
+    return offsets

@@ -1,0 +1,105 @@
+"""unet: U-Net (Ronneberger et al., 2015) with configurable depth, width and padding.
+
+Each level: two 3x3 convs, then (except at the bottom) 2x2 max-pool, the next
+level, 2x up-sampling to half the channels, concatenation with this level's
+features, and two more convs. `depth` counts levels (5 in the paper).
+
+* `padding='valid'` is the original: convs shrink the maps, skip features are
+  centre-cropped to the decoder's size (offsets from the geometry, not
+  hard-coded), and the output is smaller than the input: 572x572 -> 388x388 at
+  depth 5. Every max-pool must see an even size; `geometry.of(model)` lists the
+  valid input sizes (572 + 16k at depth 5).
+* `padding='same'`: output = input size, for multiples of `2**(depth-1)`.
+* `upsample='transpose'` (2x2 stride-2 transposed conv, the paper) or
+  `'bilinear'` (bilinear resize then a 3x3 conv).
+* `norm=None | 'batch' | 'group'` after every 3x3 conv.
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from fcn_jax import geometry
+from fcn_jax import layers
+from fcn_jax.models.common import norm_layer
+
+
+def double_conv(c_in: int, c_out: int, *, padding: str, norm: str | None, act, rngs: nnx.Rngs,
+                name: str) -> layers.Sequential:
+  stack = []
+  for c in (c_in, c_out):
+    stack += [layers.Conv(c, c_out, 3, padding=padding, rngs=rngs), norm_layer(norm, c_out, rngs),
+              act]
+  return layers.Sequential(*stack, name=name)
+
+
+class Level(nnx.Module):
+  """One U-Net level and, recursively, the levels below it."""
+
+  def __init__(self, level: int, depth: int, c_in: int, width: int, *, padding: str,
+               upsample: str, norm: str | None, act, rngs: nnx.Rngs):
+    self.level = level
+    self.encode = double_conv(c_in, width, padding=padding, norm=norm, act=act, rngs=rngs,
+                              name=f'enc{level}')
+    self.is_bottom = level == depth - 1
+    if not self.is_bottom:
+      self.pool = layers.MaxPool(2, exact=True)
+      self.inner = Level(level + 1, depth, width, 2 * width, padding=padding, upsample=upsample,
+                         norm=norm, act=act, rngs=rngs)
+      if upsample == 'transpose':
+        self.up = layers.ConvTranspose(2 * width, width, 2, stride=2, rngs=rngs)
+      elif upsample == 'bilinear':
+        self.up = layers.Sequential(layers.Upsample(2, method='bilinear'),
+                                    layers.Conv(2 * width, width, 3, padding=padding, rngs=rngs),
+                                    name='up')
+      else:
+        raise ValueError(f"upsample must be 'transpose' or 'bilinear', got {upsample!r}")
+      self.decode = double_conv(2 * width, width, padding=padding, norm=norm, act=act, rngs=rngs,
+                                name=f'dec{level}')
+
+  def skip_merge(self) -> geometry.Merge:
+    """The skip connection: this level's features, cropped to align with the up-sampled path."""
+    below = geometry.chain(f'down{self.level}', self.pool.geometry, self.inner.geometry,
+                           self.up.geometry.with_name(f'up{self.level}'))
+    return geometry.Merge(f'skip{self.level}', (geometry.Pointwise('features'), below),
+                          reference=1, combine='concat')
+
+  @property
+  def geometry(self) -> geometry.Node:
+    if self.is_bottom:
+      return self.encode.geometry
+    return geometry.chain(f'level{self.level}', self.encode.geometry, self.skip_merge(),
+                          self.decode.geometry)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = self.encode(x)
+    if self.is_bottom:
+      return x
+    (skip_rows, skip_cols), (up_rows, up_cols) = self.skip_merge().crops(x.shape[1:3])
+    below = self.up(self.inner(self.pool(x)))
+    return self.decode(jnp.concatenate(
+        [x[:, skip_rows, skip_cols], below[:, up_rows, up_cols]], axis=-1))
+
+
+class Model(nnx.Module):
+  """U-Net; returns per-pixel logits `(N, H', W', num_classes)`."""
+  name = 'unet'
+
+  def __init__(self, in_channels: int = 1, num_classes: int = 2, depth: int = 5,
+               width: int = 64, padding: str = 'valid', upsample: str = 'transpose',
+               norm: str | None = None, activation: str = 'relu', *, rngs: nnx.Rngs):
+    if padding not in ('valid', 'same'):
+      raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+    if depth < 1:
+      raise ValueError(f'depth must be at least 1, got {depth}')
+    self.body = Level(0, depth, in_channels, width, padding=padding, upsample=upsample, norm=norm,
+                      act=layers.activation(activation), rngs=rngs)
+    self.head = layers.pointwise(width, num_classes, rngs=rngs)
+
+  @property
+  def geometry(self) -> geometry.Node:
+    return geometry.chain(self.name, self.body.geometry, self.head.geometry.with_name('head'))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    geometry.check(self, x.shape)
+    return self.head(self.body(x))
