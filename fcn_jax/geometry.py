@@ -95,6 +95,16 @@ class Node(abc.ABC):
   def axis(self, n: int, a: int) -> tuple[int, Field]:
     """Output size and field along axis `a` (0 = height, 1 = width) for input size `n`."""
 
+  def back(self, first: int, last: int, n: int, a: int) -> Pair:
+    """Exact input positions `(first', last')` that outputs `first..last` read (input size `n`).
+
+    Leaves are exact with their own field (integer rounding per layer);
+    containers override this to round layer by layer, which is tighter than
+    the composed `Field` after up-sampling. Empty when `first' > last'`.
+    """
+    _, field = self.axis(n, a)
+    return field.span(first)[0], field.span(last)[1]
+
   def channels(self, c: int | None) -> int | None:
     """Output channels for `c` input channels (None when unknown)."""
     return c
@@ -307,6 +317,16 @@ class Chain(Node):
       field = field.then(layer_field)
     return n, field
 
+  def back(self, first, last, n, a):
+    sizes = [n]
+    for node in self.nodes[:-1]:
+      sizes.append(node.axis(sizes[-1], a)[0])
+    for node, size in zip(reversed(self.nodes), reversed(sizes)):
+      if first > last:
+        break
+      first, last = node.back(first, last, size, a)
+    return first, last
+
   def channels(self, c):
     for node in self.nodes:
       c = node.channels(c)
@@ -373,6 +393,16 @@ class Merge(Node):
     first = min(f.start + jump * o for o, f in used)
     last = max(f.start + jump * o + f.size - 1 for o, f in used)
     return ref_size, Field(size=last - first + 1, jump=jump, start=first)
+
+  def back(self, first, last, n, a):
+    _, offsets, _ = self.offsets(n, a)
+    spans = [branch.back(first + o, last + o, n, a)
+             for b, (branch, o) in enumerate(zip(self.branches, offsets))
+             if self.combine != 'crop' or b != self.reference]
+    spans = [(lo, hi) for lo, hi in spans if lo <= hi]
+    if not spans:
+      return 1, 0
+    return min(lo for lo, _ in spans), max(hi for _, hi in spans)
 
   def channels(self, c):
     cs = [b.channels(c) for b in self.branches]
@@ -441,6 +471,33 @@ class Geometry:
     size = self.min_input_size if size is None else size
     self.check(size)
     return tuple(self._axis(size[a], a)[1] for a in range(2))
+
+  def span(self, size: Sequence[int], index: Pair) -> tuple[Pair, Pair]:
+    """Exact input rows and columns `((first, last), (first, last))` that output `index` reads.
+
+    Positions outside the image stand for padding. Exact also after
+    up-sampling, where `field` gives the box covering every phase.
+    """
+    self.check(size)
+    return tuple(self.node.back(index[a], index[a], int(size[a]), a) for a in range(2))
+
+  def receptive_field_range(self, size: Sequence[int]) -> tuple[Pair, Pair]:
+    """Per axis, the smallest and largest exact span over outputs (they differ by phase).
+
+    Looks at up to 64 consecutive outputs around the middle of the output, enough
+    to see every phase of the strides used here. Equals `receptive_field` for
+    nets without up-sampling.
+    """
+    self.check(size)
+    ranges = []
+    for a in range(2):
+      n = int(size[a])
+      out = self._axis(n, a)[0]
+      first = max(0, out // 2 - 32)
+      lengths = [hi - lo + 1 for lo, hi in
+                 (self.node.back(i, i, n, a) for i in range(first, min(out, first + 64)))]
+      ranges.append((min(lengths), max(lengths)))
+    return tuple(ranges)
 
   @property
   def receptive_field(self) -> tuple[Fraction, Fraction]:

@@ -166,24 +166,25 @@ def test_probe_agrees_with_algebra(specs, extra):
   size = tuple(n + extra for n in sizes)
   fields = g.field(size)
   out = g.output_size(size)
-  exact = all(s[0] in ('conv', 'avgpool') for s in specs)
+  no_max = all(s[0] != 'maxpool' for s in specs)
   # Several outputs so that every phase of a fractional stride is seen.
   j = out[1] // 2
   indices = [(i, j) for i in range(out[0] // 2, min(out[0], out[0] // 2 + 4))]
-  spans = [(fields[0].span(i), fields[1].span(j)) for i, j in indices]
-  inside = [all(first >= 0 and last < n for (first, last), n in zip(sp, size)) for sp in spans]
+  boxes = [(fields[0].span(i), fields[1].span(j)) for i, j in indices]
+  spans = [g.span(size, ij) for ij in indices]
+  inside = [all(first >= 0 and last < n for (first, last), n in zip(box, size)) for box in boxes]
   hypothesis.assume(any(inside))
   measured_all = geometry.probe(model, size, 2, indices, samples=4)
-  for measured, sp, ok in zip(measured_all, spans, inside):
+  for measured, span, box, ok in zip(measured_all, spans, boxes, inside):
     if not ok:
       continue
     if measured is None:  # a hole of a transposed conv whose stride exceeds its kernel
-      assert any(s[0] == 'convT' and s[2] > s[1] for s in specs)
+      assert any(first > last for first, last in span)
       continue
-    for (m_first, m_last), (first, last) in zip(measured, sp):
-      assert first <= m_first and m_last <= last, (measured, sp)
-      if exact:
-        assert (m_first, m_last) == (first, last)
+    for m, exact, bound in zip(measured, span, box):
+      assert bound[0] <= exact[0] <= m[0] and m[1] <= exact[1] <= bound[1], (measured, span, box)
+      if no_max:  # linear nets: the gradient reaches every input the algebra names
+        assert m == exact, (measured, span)
 
 
 def test_probe_finds_vgg_receptive_field():

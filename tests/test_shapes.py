@@ -33,3 +33,11 @@ def test_cli_prints_table_and_fails_on_invalid_size():
   bad = subprocess.run(cmd[:-1] + ['--size=0,64'], capture_output=True, text=True, check=False)
   assert bad.returncode == 1
   assert 'patch_net cannot take an input of size (0, 64)' in bad.stdout
+
+
+def test_catalog_lists_every_model_config():
+  text = shapes.catalog()
+  assert len(text.splitlines()) == 2 + len(shapes.CATALOG)
+  assert '| `unet_cells.py:paper` | unet | 31,030,658 |' in text
+  assert '572×572 → 388×388×2' in text
+  assert '| `default.py` | patch_net | 6,373 | 15 | 8 | 1×1 | 640×320 → 80×40×1 |' in text
