@@ -93,7 +93,12 @@ def resolve_padding(padding: PaddingLike, kernel: Pair, dilation: Pair = (1, 1)
 
 
 def _check(layer, x):
+  """Input rank, channels (for layers that know them) and spatial size, before XLA sees them."""
   geometry.check(layer, x.shape)
+  expected = getattr(layer, 'in_channels', None)
+  if expected is not None and x.shape[-1] != expected:
+    raise ValueError(f'{type(layer).__name__} expects {expected} input channels (NHWC), got an '
+                     f'input of shape {tuple(x.shape)}')
 
 
 class Conv(nnx.Module):

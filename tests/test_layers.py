@@ -264,3 +264,12 @@ def test_too_small_input_names_layer_size_and_valid_sizes():
   reflect = layers.Conv(3, 4, 5, padding_mode='reflect', rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match='reflect padding 2'):
     reflect(jnp.zeros((1, 2, 9, 3)))
+
+
+def test_wrong_channel_count_is_a_clear_error():
+  conv = layers.Conv(3, 4, 3, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r'Conv expects 3 input channels \(NHWC\), got an input of '
+                     r'shape \(1, 8, 8, 1\)'):
+    conv(jnp.zeros((1, 8, 8, 1)))
+  with pytest.raises(ValueError, match='expects NHWC input'):
+    conv(jnp.zeros((8, 8, 3)))

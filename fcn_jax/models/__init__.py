@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from flax import nnx
 
 MODELS = ('patch_net', 'dense_classifier', 'gap_classifier', 'nin', 'encoder_decoder', 'unet',
-          'fcn', 'segnet_lite')
+          'fcn')  # SegNet-style unpooling is encoder_decoder(upsample='unpool')
 
 
 def model_class(name: str) -> type[nnx.Module]:

@@ -1,0 +1,1 @@
+"""Experiments: one package per experiment, each runnable as `python -m experiments.<name>`."""
