@@ -1,0 +1,74 @@
+r"""Writes a PNG grid of a dataset's examples with their labels, to look at the data.
+
+  python -m fcn_jax.data.show --dataset=fcn_shapes --out=/tmp/show
+  python -m fcn_jax.data.show --dataset=fcn_cells --split=test --num=4 --out=/tmp/show
+
+Each example is shown as the image, then its labels: the class mask (with object
+centres as dots), or instance ids, or the class label in the title.
+"""
+
+import os
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from fcn_jax.data import catalog  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_DATASET = flags.DEFINE_string('dataset', 'fcn_shapes', 'tfds name, e.g. fcn_digits/canvas.')
+_SPLIT = flags.DEFINE_string('split', 'train', 'Split to show.')
+_NUM = flags.DEFINE_integer('num', 8, 'Number of examples.')
+_OUT = flags.DEFINE_string('out', None, 'Output folder (the PNG is <out>/<dataset>_<split>.png).')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: tfds default).')
+
+
+def grid(name: str, split: str, num: int, data_dir: str | None = None) -> plt.Figure:
+  """A figure with one column per example: image on top, labels below."""
+  ds = catalog.load(name, split, data_dir=data_dir).map(catalog.standardize(name)).take(num)
+  examples = list(tfds.as_numpy(ds))
+  dense = any(k in examples[0] for k in ('mask', 'instances'))
+  rows = 2 if dense else 1
+  fig, axes = plt.subplots(rows, len(examples), figsize=(2.6 * len(examples), 2.6 * rows),
+                           squeeze=False)
+  for col, ex in enumerate(examples):
+    image = ex['image']
+    axes[0, col].imshow(image[..., 0] if image.shape[-1] == 1 else image,
+                        cmap='gray' if image.shape[-1] == 1 else None)
+    axes[0, col].set_title(f'{image.shape[0]}x{image.shape[1]}' +
+                           (f'  label {ex["label"]}' if 'label' in ex else ''), fontsize=8)
+    if dense:
+      labels = ex['instances'] if 'instances' in ex else ex['mask']
+      shown = np.where(labels == catalog.IGNORE, -1, labels)
+      axes[1, col].imshow(shown, cmap='tab20' if 'instances' in ex else 'tab10',
+                          vmin=-1, vmax=max(10, int(shown.max())), interpolation='nearest')
+      axes[1, col].set_title('instances' if 'instances' in ex else 'mask', fontsize=8)
+      if 'centres' in ex and len(ex['centres']):
+        axes[1, col].scatter(ex['centres'][:, 1], ex['centres'][:, 0], s=6, c='white')
+  for ax in axes.ravel():
+    ax.axis('off')
+  fig.suptitle(f'{name} [{split}]')
+  fig.tight_layout()
+  return fig
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if not _OUT.value:
+    raise app.UsageError('give --out=DIR')
+  os.makedirs(_OUT.value, exist_ok=True)
+  fig = grid(_DATASET.value, _SPLIT.value, _NUM.value, _DATA_DIR.value)
+  path = os.path.join(_OUT.value, f'{_DATASET.value.replace("/", "_")}_{_SPLIT.value}.png')
+  tmp = path + '.tmp.png'
+  fig.savefig(tmp, dpi=100)
+  os.replace(tmp, path)
+  print(path)
+
+
+if __name__ == '__main__':
+  app.run(main)
