@@ -1,15 +1,19 @@
 r"""The standard classifier (conv + flatten + dense) on 28x28 digits, to convolutionalize.
 
+  python -m fcn_jax.train --config=configs/dense_to_fcn_digits.py --workdir=/tmp/dense_digits
   python -m fcn_jax.shapes --config=configs/dense_to_fcn_digits.py
 """
 
 import ml_collections
+from ml_collections import config_dict
+
+from configs import common
+from configs import default
 
 
 def get_config(arg=None):
-  """`arg` is reserved for variants."""
-  del arg
-  config = ml_collections.ConfigDict()
+  args = common.parse_arg(arg, runlocal=False)
+  config = default.get_config('runlocal' if args.runlocal else None)
   config.model = ml_collections.ConfigDict()
   config.model.name = 'dense_classifier'
   config.model.in_channels = 1  # grey-scale digits
@@ -20,7 +24,13 @@ def get_config(arg=None):
   config.model.kernel_size = 3  # conv kernel size
   config.model.downsample = 'stride'  # 'stride' | 'maxpool' | 'avgpool'
   config.model.activation = 'relu'  # a name from fcn_jax.layers.ACTIVATIONS
-
+  config.data.name = 'fcn_digits/single'  # 28x28 real handwritten digits
+  config.data.task = 'classification'
+  config.data.patch_size = config_dict.placeholder(int)  # None: whole 28x28 images
+  config.data.augment = ml_collections.ConfigDict()  # no flips for digits
+  config.data.eval_split = 'test'
+  config.batch_size = 4 if args.runlocal else 64
+  config.num_train_steps = 3 if args.runlocal else 800
   # Input sizes (H, W): only the training size works before surgery.
   config.eval_sizes = ((28, 28),)
   return config

@@ -104,7 +104,7 @@ def summary(model: nnx.Module, size: Sequence[int], channels: int) -> str:
 
 
 # The configs `--catalog` summarises (module, arg): the README's model table.
-CATALOG = (('default', None), ('gap_digits', None), ('nin_digits', None),
+CATALOG = (('default', None), ('default', 'reference'), ('gap_digits', None), ('nin_digits', None),
            ('dense_to_fcn_digits', None), ('encoder_decoder_shapes', None),
            ('encoder_decoder_shapes', 'upsample=unpool'), ('encoder_decoder_shapes', 'gated'),
            ('unet_cells', None), ('unet_cells', 'paper'), ('fcn8s_shapes', 'variant=fcn32s'),

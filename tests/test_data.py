@@ -13,13 +13,13 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from flax import nnx
-from tensorflow_datasets.testing import mocking
 
 from fcn_jax import geometry
 from fcn_jax import models
 from fcn_jax.data import catalog
 from fcn_jax.data import pipeline
 from fcn_jax.data import targets
+from tests import mock_catalog
 
 TINY = ('fcn_shapes/tiny', 'fcn_cells/tiny', 'fcn_digits/canvas_tiny', 'fcn_digits/single')
 
@@ -100,28 +100,12 @@ def test_generation_is_deterministic(tmp_path):
                                              ('oxford_iiit_pet', 'segmentation', 64),
                                              ('voc', 'segmentation', 64)])
 def test_catalog_datasets_through_the_pipeline(monkeypatch, name, task, patch):
-  monkeypatch.setattr(catalog, '_reachable', lambda builder: True)
-  # tfds's mock draws boxes with min > max, which BBoxFeature then refuses, and gives an
-  # image and its mask different random sizes: sort the boxes, make the sizes agree.
-  generator = mocking.RandomFakeGenerator
-  draw = generator._generate_random_obj  # pylint: disable=protected-access
-
-  def draw_valid_boxes(self, feature, tensor_info, rng):
-    self._constant_dynamic_shape = True  # pylint: disable=protected-access
-    value = draw(self, feature, tensor_info, rng)
-    if isinstance(feature, tfds.features.BBoxFeature):
-      low, high = np.minimum(value[..., :2], value[..., 2:]), np.maximum(value[..., :2],
-                                                                         value[..., 2:])
-      value = np.concatenate([low, high], axis=-1)
-    return value
-
-  monkeypatch.setattr(generator, '_generate_random_obj', draw_valid_boxes)
   if task == 'classification':
     g = _geometry(name='gap_classifier', in_channels=1 if name == 'mnist' else 3)
   else:
     g = _geometry(name='encoder_decoder', out_channels=catalog.num_classes(name))
   config = _config(None, name=name, task=task, patch_size=patch, small_images='pad')
-  with tfds.testing.mock_data(num_examples=6):
+  with mock_catalog.mock_catalog(monkeypatch):
     [batch] = _batches(config, g, 1, batch_size=2)
   if task == 'classification':
     assert batch['target'].shape == (2,)

@@ -40,4 +40,5 @@ def test_catalog_lists_every_model_config():
   assert len(text.splitlines()) == 2 + len(shapes.CATALOG)
   assert '| `unet_cells.py:paper` | unet | 31,030,658 |' in text
   assert '572×572 → 388×388×2' in text
-  assert '| `default.py` | patch_net | 6,373 | 15 | 8 | 1×1 | 640×320 → 80×40×1 |' in text
+  assert ('| `default.py:reference` | patch_net | 6,373 | 15 | 8 | 1×1 | 1024×1024 → '
+          '128×128×1 |') in text

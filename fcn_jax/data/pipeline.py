@@ -1,7 +1,9 @@
 """tf.data input pipelines: random fixed-size patches for training, whole images for evaluation.
 
-Training (`train_dataset`): the host's share of the split (`tfds.even_splits`
-over processes), files and examples shuffled with the seed, repeated; each
+Training (`train_dataset`): one global stream of the split (files and examples
+shuffled with the seed, repeated), of which each process decodes every
+`process_count`-th example, so the global batch does not depend on the number
+of processes; each
 example gets a random crop of `patch_size` that stays inside the image (smaller
 images are rejected or padded, per `config.small_images`), the same crop of its
 labels, augmentation, and targets at the model's output resolution computed
@@ -138,16 +140,21 @@ def _weight_map(instances, w0, sigma):
 def train_dataset(data: ml_collections.ConfigDict, g: geometry.Geometry, *, batch_size: int,
                   seed: int, start_index: int = 0, process_index: int = 0,
                   process_count: int = 1) -> tf.data.Dataset:
-  """An infinite, deterministic stream of training batches (see the module docstring)."""
+  """An infinite, deterministic stream of this process's training batches.
+
+  `start_index` counts examples of the global stream (step * global batch);
+  `batch_size` is this process's share of the global batch.
+  """
   if data.task not in TASKS:
     raise ValueError(f'data.task must be one of {TASKS}, got {data.task!r}')
-  split = tfds.even_splits(data.train_split, n=process_count)[process_index]
-  ds = catalog.load(data.name, split, data_dir=data.get('data_dir'), shuffle_files=True,
-                    seed=seed, decode=False)
+  ds = catalog.load(data.name, data.train_split, data_dir=data.get('data_dir'),
+                    shuffle_files=True, seed=seed, decode=False)
   decode = catalog.decode_images(data.name, data.get('data_dir'))
   standardize = catalog.standardize(data.name)
   ds = ds.repeat().shuffle(data.get('shuffle_buffer', 256), seed=seed).enumerate()
-  ds = ds.skip(start_index)
+  # One global stream; each process decodes every process_count-th example of it, so a
+  # global batch holds the same examples whatever the number of processes.
+  ds = ds.skip(start_index).shard(process_count, process_index)
 
   patch = data.get('patch_size')
   small = data.get('small_images', 'reject')

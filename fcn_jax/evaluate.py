@@ -1,0 +1,156 @@
+"""Evaluation at many input sizes: metrics per size, `results.md`, and PNG overlays.
+
+Whole images of the evaluation split are run at their native sizes (one XLA
+compilation per distinct size) and grouped by size. Metrics, with the score of
+a trivial predictor beside them so that "better than chance" can be read off:
+
+* heat maps: precision / recall / F1 of the cells (prediction > 0.5 vs target
+  > 0.5); chance = F1 of calling every cell positive, `2p / (1 + p)`;
+* classification: accuracy; chance = the most frequent class's share;
+* segmentation: pixel accuracy and mean IoU (labelled pixels, classes present);
+  chance = pixel accuracy of predicting the most frequent class everywhere.
+"""
+
+import collections
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import matplotlib
+import numpy as np
+from flax import nnx
+
+from fcn_jax import geometry
+from fcn_jax.data import catalog
+from fcn_jax.data import pipeline
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+@dataclasses.dataclass
+class SizeResult:
+  """Metrics for the images of one input size."""
+  size: tuple[int, int]
+  output_shape: tuple[int, ...]
+  images: int
+  metrics: dict[str, float]
+  chance: float
+  example: dict[str, Any] | None = None  # first image, target and prediction, for plots
+
+
+@nnx.jit
+def _forward(model, image):
+  return model(image)
+
+
+class _Accumulator:
+  """Counts for one size."""
+
+  def __init__(self, task: str, num_classes: int):
+    self.task, self.k = task, num_classes
+    self.counts = collections.Counter()
+    self.confusion = np.zeros((num_classes, num_classes), np.int64)
+    self.class_counts = np.zeros(num_classes, np.int64)
+
+  def add(self, logits: np.ndarray, target: np.ndarray):
+    if self.task == 'heatmap':
+      pred, truth = logits > 0, target > 0.5  # sigmoid(x) > 0.5  <=>  x > 0
+      self.counts['tp'] += int((pred & truth).sum())
+      self.counts['fp'] += int((pred & ~truth).sum())
+      self.counts['fn'] += int((~pred & truth).sum())
+      self.counts['cells'] += truth.size
+      self.counts['positive'] += int(truth.sum())
+      return
+    pred = np.argmax(logits, axis=-1)
+    valid = target != catalog.IGNORE
+    t, p = np.asarray(target)[valid].astype(np.int64), pred[valid]
+    np.add.at(self.confusion, (t, p), 1)
+    self.class_counts += np.bincount(t, minlength=self.k)[:self.k]
+
+  def result(self) -> tuple[dict[str, float], float]:
+    if self.task == 'heatmap':
+      c = self.counts
+      precision = c['tp'] / max(c['tp'] + c['fp'], 1)
+      recall = c['tp'] / max(c['tp'] + c['fn'], 1)
+      f1 = 2 * precision * recall / max(precision + recall, 1e-12)
+      p = c['positive'] / max(c['cells'], 1)
+      return {'precision': precision, 'recall': recall, 'f1': f1}, 2 * p / (1 + p)
+    total = max(self.confusion.sum(), 1)
+    accuracy = np.trace(self.confusion) / total
+    chance = self.class_counts.max() / total
+    if self.task == 'classification':
+      return {'accuracy': float(accuracy)}, float(chance)
+    union = self.confusion.sum(0) + self.confusion.sum(1) - np.diag(self.confusion)
+    present = self.class_counts > 0
+    iou = np.diag(self.confusion)[present] / np.maximum(union[present], 1)
+    return {'pixel_accuracy': float(accuracy), 'mean_iou': float(iou.mean())}, float(chance)
+
+
+def evaluate(model: nnx.Module, data, *, split: str, max_images: int = 0) -> list[SizeResult]:
+  """Metrics per input size on whole images of `split` (see the module docstring)."""
+  model.eval()
+  g = geometry.of(model)
+  k = catalog.num_classes(data.name)
+  groups: dict[tuple[int, int], _Accumulator] = {}
+  shapes, counts, examples = {}, collections.Counter(), {}
+  for ex in pipeline.eval_examples(data, g, split, max_images or None):
+    size = tuple(ex['size'])
+    logits = np.asarray(jax.device_get(_forward(model, ex['image'])))[0]
+    target = ex['target']
+    acc = groups.setdefault(size, _Accumulator(data.task, k))
+    acc.add(logits, target)
+    shapes[size] = tuple(logits.shape)
+    counts[size] += 1
+    if size not in examples:
+      examples[size] = {'image': ex['image'][0], 'target': target, 'logits': logits}
+  model.train()
+  results = []
+  for size in sorted(groups, key=lambda s: (s[0] * s[1], s)):
+    metrics, chance = groups[size].result()
+    results.append(SizeResult(size, shapes[size], counts[size], metrics, chance, examples[size]))
+  return results
+
+
+def markdown(results: list[SizeResult], title: str) -> str:
+  """The results table: one row per input size."""
+  names = list(results[0].metrics) if results else []
+  lines = [f'| input (H×W) | output | images | {" | ".join(names)} | chance |',
+           '|---|---|---:|' + '---:|' * (len(names) + 1)]
+  for r in results:
+    values = ' | '.join(f'{r.metrics[n]:.3f}' for n in names)
+    lines.append(f'| {r.size[0]}×{r.size[1]} | {"×".join(map(str, r.output_shape))} | '
+                 f'{r.images} | {values} | {r.chance:.3f} |')
+  return f'## {title}\n\n' + '\n'.join(lines) + '\n'
+
+
+def plot_examples(results: list[SizeResult], task: str, path: str) -> str:
+  """One row per size: input, target, prediction; written atomically as PNG."""
+  fig, axes = plt.subplots(len(results), 3, figsize=(9, 3 * len(results)), squeeze=False)
+  for row, r in zip(axes, results):
+    image, target, logits = r.example['image'], r.example['target'], r.example['logits']
+    row[0].imshow(image[..., 0] if image.shape[-1] == 1 else image,
+                  cmap='gray' if image.shape[-1] == 1 else None)
+    row[0].set_title(f'input {r.size[0]}×{r.size[1]}', fontsize=9)
+    if task == 'heatmap':
+      shown_t, shown_p = target[..., 0], 1 / (1 + np.exp(-logits[..., 0]))
+      kw = dict(vmin=0, vmax=1, cmap='magma')
+    elif task == 'segmentation':
+      shown_t = np.where(target == catalog.IGNORE, -1, target)
+      shown_p = np.argmax(logits, -1)
+      kw = dict(vmin=-1, vmax=max(2, logits.shape[-1] - 1), cmap='tab10', interpolation='nearest')
+    else:
+      continue
+    row[1].imshow(shown_t, **kw)
+    row[1].set_title(f'target {shown_t.shape[0]}×{shown_t.shape[1]}', fontsize=9)
+    row[2].imshow(shown_p, **kw)
+    row[2].set_title('prediction', fontsize=9)
+  for ax in axes.ravel():
+    ax.axis('off')
+  fig.tight_layout()
+  tmp = path + '.tmp.png'
+  fig.savefig(tmp, dpi=80)
+  plt.close(fig)
+  os.replace(tmp, path)
+  return path

@@ -1,0 +1,279 @@
+r"""Trains a fully convolutional network from a config, then evaluates it at many input sizes.
+
+  python -m fcn_jax.train --config=configs/default.py --workdir=/tmp/fcn_default
+  python -m fcn_jax.train --config=configs/default.py:runlocal --workdir=/tmp/smoke \
+      --config.num_train_steps=20
+
+Everything lands in `--workdir`: `config.json` (the resolved config),
+`checkpoints/` (orbax: model, optimiser and step; the data stream is a pure
+function of the seed and the step), TensorBoard events and a readable log
+(clu), `metrics.jsonl`, `results.md` and `examples.png`. Running the same
+command again resumes from the latest checkpoint.
+
+Data parallel over all local devices (a 'data' mesh axis splits the batch,
+parameters are replicated) and across processes after
+`jax.distributed.initialize` (see `--coordinator`); one device is the same
+code path.
+"""
+
+import json
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import app
+from absl import flags
+from absl import logging
+from clu import metric_writers
+from clu import periodic_actions
+from flax import nnx
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from ml_collections import config_flags
+
+from fcn_jax import evaluate
+from fcn_jax import geometry
+from fcn_jax import losses
+from fcn_jax import models
+from fcn_jax.data import pipeline
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/<name>.py).',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
+_COORDINATOR = flags.DEFINE_string('coordinator', None, 'host:port of process 0, for a '
+                                   'multi-process run (with --num_processes and --process_id).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', 1, 'Processes in a multi-process run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', 0, 'This process in a multi-process run.')
+
+# Fields that may change between runs in one workdir (extending or re-scheduling a run).
+RESUMABLE_CHANGES = ('num_train_steps', 'log_every', 'eval_every', 'checkpoint_every',
+                     'max_eval_images')
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or infinite."""
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """The optax optimiser and schedule of `config.optimizer`."""
+  o, steps = config.optimizer, config.num_train_steps
+  if o.schedule == 'constant':
+    schedule = optax.constant_schedule(o.learning_rate)
+  elif o.schedule == 'cosine':
+    schedule = optax.warmup_cosine_decay_schedule(0.0, o.learning_rate, o.warmup_steps,
+                                                  max(steps, o.warmup_steps + 1))
+  elif o.schedule == 'step':
+    boundaries = {int(b * steps): o.decay_factor for b in o.decay_boundaries}
+    schedule = optax.join_schedules(
+        [optax.linear_schedule(0.0, o.learning_rate, max(o.warmup_steps, 1)),
+         optax.piecewise_constant_schedule(o.learning_rate, boundaries)], [o.warmup_steps])
+  else:
+    raise ValueError(f"optimizer.schedule must be 'constant', 'cosine' or 'step', got "
+                     f'{o.schedule!r}')
+  if o.name == 'sgd':
+    tx = optax.sgd(schedule, momentum=o.momentum or None, nesterov=bool(o.momentum))
+  elif o.name == 'adam':
+    tx = optax.adam(schedule)
+  elif o.name == 'adamw':
+    tx = optax.adamw(schedule, weight_decay=o.weight_decay)
+  else:
+    raise ValueError(f"optimizer.name must be 'sgd', 'adam' or 'adamw', got {o.name!r}")
+  chain = []
+  if o.grad_clip_norm:
+    chain.append(optax.clip_by_global_norm(o.grad_clip_norm))
+  if o.weight_decay and o.name == 'sgd':
+    chain.append(optax.add_decayed_weights(o.weight_decay))
+  return optax.chain(*chain, tx)
+
+
+def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes config.json, refusing a workdir that holds a run of a different config."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f'cannot create workdir {workdir!r}: {e.strerror}') from None
+  if not os.access(workdir, os.W_OK):
+    raise ValueError(f'workdir {workdir!r} is not writable')
+  path = os.path.join(workdir, 'config.json')
+  resolved = json.loads(config.to_json_best_effort())
+  if os.path.exists(path):
+    with open(path) as f:
+      previous = json.load(f)
+    changed = sorted(k for k in set(previous) | set(resolved)
+                     if previous.get(k) != resolved.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+      raise ValueError(f'workdir {workdir!r} holds a run of a different config (fields '
+                       f'{changed} differ); use another --workdir, or delete this one to start '
+                       'over')
+  if jax.process_index() == 0:
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+      json.dump(resolved, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _train_step(model, optimizer, batch, task: str, class_weights):
+  def loss_fn(model):
+    return losses.task_loss(task, model(batch['image']), batch, class_weights)
+
+  loss, grads = nnx.value_and_grad(loss_fn)(model)
+  optimizer.update(model, grads)
+  return loss
+
+
+train_step = nnx.jit(_train_step, static_argnames=('task', 'class_weights'),
+                     donate_argnames=('model', 'optimizer'))
+
+
+def _global_batch(batch: dict, sharding: NamedSharding) -> dict:
+  """This process's part of the batch -> arrays split over the 'data' axis of all devices."""
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (resuming from `workdir` if it holds a checkpoint), evaluates, writes results.
+
+  Returns the final training loss and the evaluation results.
+  """
+  workdir = os.path.abspath(workdir)
+  _check_workdir(config, workdir)
+  jax.config.update('jax_debug_nans', bool(config.get('debug_nans', False)))
+  devices = jax.devices()
+  if config.batch_size % len(devices):
+    raise ValueError(f'batch_size {config.batch_size} must be a multiple of the number of '
+                     f'devices ({len(devices)})')
+  mesh = Mesh(np.asarray(devices), ('data',))
+  replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
+  local_batch = config.batch_size // jax.process_count()
+
+  model = models.get_model(config.model, rngs=nnx.Rngs(config.seed))
+  optimizer = nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
+  g = geometry.of(model)
+  logging.info('%s: %d parameters, receptive field %s, stride %s', g.name, g.params,
+               g.receptive_field, g.stride)
+
+  checkpoints = ocp.CheckpointManager(
+      os.path.join(workdir, 'checkpoints'),
+      options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True))
+  step = 0
+  if checkpoints.latest_step() is not None:
+    step = checkpoints.latest_step()
+    abstract = {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}
+    restored = checkpoints.restore(step, args=ocp.args.StandardRestore(abstract))
+    nnx.update(model, restored['model'])
+    nnx.update(optimizer, restored['optimizer'])
+    logging.info('resumed from step %d', step)
+  state = nnx.state((model, optimizer))
+  nnx.update((model, optimizer), jax.device_put(state, replicated))
+
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps, writer=writer,
+                                           every_steps=config.log_every)
+  metrics_path = os.path.join(workdir, 'metrics.jsonl')
+
+  data = pipeline.train_dataset(config.data, g, batch_size=local_batch, seed=config.seed,
+                                start_index=step * config.batch_size,
+                                process_index=jax.process_index(),
+                                process_count=jax.process_count())
+  class_weights = config.loss.get('class_weights')
+  class_weights = tuple(class_weights) if class_weights else None
+  batches = data.as_numpy_iterator()
+  last_loss, losses_since_log, t0 = math.nan, [], time.time()
+  with metric_writers.ensure_flushes(writer):
+    while step < config.num_train_steps:
+      batch = _global_batch(next(batches), split)
+      loss = float(train_step(model, optimizer, batch, config.data.task, class_weights))
+      if not math.isfinite(loss):
+        latest = checkpoints.latest_step()
+        raise NonFiniteLossError(
+            f'loss is {loss} at step {step + 1}; stopped. The last good checkpoint is '
+            f'{"step " + str(latest) if latest is not None else "none"} in {workdir}/checkpoints '
+            '(lower optimizer.learning_rate or set optimizer.grad_clip_norm).')
+      step += 1
+      last_loss = loss
+      losses_since_log.append(loss)
+      report(step)
+      if step % config.log_every == 0 or step == config.num_train_steps:
+        record = {'step': step, 'train_loss': float(np.mean(losses_since_log)),
+                  'steps_per_sec': len(losses_since_log) / max(time.time() - t0, 1e-9)}
+        writer.write_scalars(step, {k: v for k, v in record.items() if k != 'step'})
+        if jax.process_index() == 0:
+          with open(metrics_path, 'a') as f:
+            f.write(json.dumps(record) + '\n')
+        losses_since_log, t0 = [], time.time()
+      if step % config.checkpoint_every == 0 or step == config.num_train_steps:
+        checkpoints.save(step, args=ocp.args.StandardSave(
+            {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}))
+      if config.eval_every and step % config.eval_every == 0 and step < config.num_train_steps:
+        _evaluate(model, config, writer, step, workdir, final=False)
+  checkpoints.wait_until_finished()
+  results = _evaluate(model, config, writer, step, workdir, final=True)
+  return {'train_loss': last_loss, 'results': results, 'step': step,
+          'state': jax.device_get(nnx.state(model))}
+
+
+def _evaluate(model, config, writer, step: int, workdir: str, final: bool):
+  """Evaluates at every size of the eval split; on the final call writes results.md and PNGs."""
+  # Evaluate a host-local copy: whole images of varying size are not batch-parallel work.
+  graphdef, state = nnx.split(model)
+  local_model = nnx.merge(graphdef, jax.device_get(state))
+  results = evaluate.evaluate(local_model, config.data, split=config.data.eval_split,
+                              max_images=config.max_eval_images)
+  scalars = {f'eval/{r.size[0]}x{r.size[1]}/{name}': value
+             for r in results for name, value in r.metrics.items()}
+  writer.write_scalars(step, scalars)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
+      f.write(json.dumps({'step': step, **scalars}) + '\n')
+    if final:
+      _write_results(model, config, results, step, workdir)
+  return results
+
+
+def _write_results(model, config, results, step: int, workdir: str) -> None:
+  g = geometry.of(model)
+  png = evaluate.plot_examples(results, config.data.task, os.path.join(workdir, 'examples.png'))
+  text = [f'# {g.name} on {config.data.name} after {step} steps', '',
+          f'Trained on {config.data.patch_size or "whole"}'
+          f'{"×" + str(config.data.patch_size) if config.data.patch_size else ""} '
+          f'{"patches" if config.data.patch_size else "images"}, evaluated on whole '
+          f'`{config.data.eval_split}` images at their native sizes. '
+          f'{g.params:,} parameters; receptive field {g.receptive_field[0]}, '
+          f'stride {g.stride[0]}.', '',
+          evaluate.markdown(results, 'Output shape and metric per input size'),
+          f'![input, target, prediction per size]({os.path.basename(png)})', '']
+  path = os.path.join(workdir, 'results.md')
+  with open(path + '.tmp', 'w') as f:
+    f.write('\n'.join(text))
+  os.replace(path + '.tmp', path)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if not _WORKDIR.value:
+    raise app.UsageError('give --workdir=DIR')
+  if _COORDINATOR.value:
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # CPU all-reduce
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  logging.info('JAX process %d/%d, devices: %s', jax.process_index(), jax.process_count(),
+               jax.devices())
+  try:
+    out = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (ValueError, NonFiniteLossError) as e:
+    raise app.UsageError(str(e)) from None
+  logging.info('done at step %d, final train loss %.4f', out['step'], out['train_loss'])
+  print(f'results: {os.path.join(os.path.abspath(_WORKDIR.value), "results.md")}')
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config'])
+  app.run(main)

@@ -1,0 +1,138 @@
+"""Training: smoke runs of every config, resume, multi-device/-process equivalence, errors."""
+
+import importlib
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from fcn_jax import train
+from tests import mock_catalog
+
+CONFIGS = ('default', 'gap_digits', 'nin_digits', 'dense_to_fcn_digits', 'unet_cells',
+           'fcn8s_shapes', 'encoder_decoder_shapes')
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
+def runlocal(name, data_dir, **overrides):
+  config = importlib.import_module(f'configs.{name}').get_config('runlocal')
+  config.data.data_dir = data_dir
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      target = target[p]
+    target[leaf] = value
+  return config
+
+
+def _losses(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [r['train_loss'] for r in map(json.loads, f) if 'train_loss' in r]
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_every_config_trains_and_writes_results(name, data_dir, tmp_path):
+  out = train.train_and_evaluate(runlocal(name, data_dir), str(tmp_path))
+  assert out['step'] == 3 and np.isfinite(out['train_loss'])
+  for path in ('config.json', 'metrics.jsonl', 'results.md', 'examples.png', 'checkpoints'):
+    assert (tmp_path / path).exists(), path
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path))
+  text = (tmp_path / 'results.md').read_text()
+  for r in out['results']:
+    assert f'| {r.size[0]}×{r.size[1]} |' in text
+
+
+def test_catalog_config_trains_on_mock_data(monkeypatch, tmp_path):
+  with mock_catalog.mock_catalog(monkeypatch, num_examples=4):
+    out = train.train_and_evaluate(runlocal('pets_unet', None), str(tmp_path))
+  assert out['step'] == 3
+
+
+def test_resume_gives_bitwise_identical_parameters(data_dir, tmp_path):
+  straight = train.train_and_evaluate(runlocal('default', data_dir, num_train_steps=4),
+                                      str(tmp_path / 'straight'))
+  train.train_and_evaluate(runlocal('default', data_dir, num_train_steps=2),
+                           str(tmp_path / 'resumed'))
+  resumed = train.train_and_evaluate(runlocal('default', data_dir, num_train_steps=4),
+                                     str(tmp_path / 'resumed'))
+  assert resumed['step'] == 4
+  a, b = jax.tree.leaves(straight['state']), jax.tree.leaves(resumed['state'])
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert _losses(tmp_path / 'straight') == _losses(tmp_path / 'resumed')
+
+
+def _run(args, env=None, **kwargs):
+  return subprocess.run([sys.executable, '-m', 'fcn_jax.train', *args], capture_output=True,
+                        text=True, env={**os.environ, **(env or {})}, check=False, **kwargs)
+
+
+def test_four_devices_match_one(data_dir, tmp_path):
+  args = ['--config=configs/default.py:runlocal', f'--config.data.data_dir={data_dir}',
+          '--config.num_train_steps=4']
+  one = _run(args + [f'--workdir={tmp_path / "one"}'])
+  four = _run(args + [f'--workdir={tmp_path / "four"}'],
+              env={'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
+  assert one.returncode == 0, one.stderr[-2000:]
+  assert four.returncode == 0, four.stderr[-2000:]
+  assert 'CpuDevice(id=3)' in four.stderr
+  np.testing.assert_allclose(_losses(tmp_path / 'four'), _losses(tmp_path / 'one'), rtol=1e-5)
+
+
+def test_two_processes_match_one(data_dir, tmp_path):
+  args = ['--config=configs/default.py:runlocal', f'--config.data.data_dir={data_dir}',
+          '--config.num_train_steps=4']
+  one = _run(args + [f'--workdir={tmp_path / "one"}'])
+  assert one.returncode == 0, one.stderr[-2000:]
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  procs = [subprocess.Popen(
+      [sys.executable, '-m', 'fcn_jax.train', *args, f'--workdir={tmp_path / "two"}',
+       f'--coordinator=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}'],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  for p in procs:
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-2000:]
+  np.testing.assert_allclose(_losses(tmp_path / 'two'), _losses(tmp_path / 'one'), rtol=1e-5)
+
+
+def test_misspelt_config_field_is_named(tmp_path):
+  out = _run(['--config=configs/default.py:runlocal', f'--workdir={tmp_path}',
+              '--config.num_trian_steps=3'])
+  assert out.returncode != 0
+  assert 'num_trian_steps' in out.stderr
+
+
+def test_workdir_of_another_config_is_refused(data_dir, tmp_path):
+  train.train_and_evaluate(runlocal('default', data_dir, num_train_steps=1), str(tmp_path))
+  with pytest.raises(ValueError, match=r"holds a run of a different config \(fields \['model'\]"):
+    train.train_and_evaluate(runlocal('default', data_dir, num_train_steps=1,
+                                      **{'model.kernel_size': 3}), str(tmp_path))
+
+
+def test_unwritable_workdir_is_a_clear_error(data_dir, tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('not a directory')
+  with pytest.raises(ValueError, match='cannot create workdir'):
+    train.train_and_evaluate(runlocal('default', data_dir), str(blocker / 'run'))
+
+
+def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(data_dir, tmp_path):
+  config = runlocal('default', data_dir, num_train_steps=6, checkpoint_every=2,
+                    **{'optimizer.learning_rate': 1e30, 'optimizer.grad_clip_norm': 0.0,
+                       'optimizer.schedule': 'constant'})
+  with pytest.raises(train.NonFiniteLossError, match=r'loss is nan at step \d+; stopped\. The '
+                     r'last good checkpoint is'):
+    train.train_and_evaluate(config, str(tmp_path))
