@@ -67,6 +67,7 @@ def get_config(arg=None):
   config.optimizer.decay_boundaries = (0.6, 0.85)  # 'step': fractions of training to decay at
   config.optimizer.decay_factor = 0.1  # 'step': learning-rate factor at each boundary
   config.optimizer.grad_clip_norm = 1.0  # global-norm gradient clipping (0 = off)
+  config.compute_dtype = 'float32'  # 'float32' | 'bfloat16' (training forward/backward)
   config.loss = ml_collections.ConfigDict()
   config.loss.class_weights = config_dict.placeholder(tuple)  # segmentation: per-class weights
 

@@ -120,16 +120,19 @@ def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     os.replace(tmp, path)
 
 
-def _train_step(model, optimizer, batch, task: str, class_weights):
+def _train_step(model, optimizer, batch, task: str, class_weights, compute_dtype: str):
   def loss_fn(model):
-    return losses.task_loss(task, model(batch['image']), batch, class_weights)
+    # The layers compute in their input's dtype: a bfloat16 image gives bfloat16 convs on
+    # float32 parameters (whose gradients stay float32); the loss is float32.
+    logits = model(batch['image'].astype(compute_dtype))
+    return losses.task_loss(task, logits.astype(jnp.float32), batch, class_weights)
 
   loss, grads = nnx.value_and_grad(loss_fn)(model)
   optimizer.update(model, grads)
   return loss
 
 
-train_step = nnx.jit(_train_step, static_argnames=('task', 'class_weights'),
+train_step = nnx.jit(_train_step, static_argnames=('task', 'class_weights', 'compute_dtype'),
                      donate_argnames=('model', 'optimizer'))
 
 
@@ -144,6 +147,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Returns the final training loss and the evaluation results.
   """
   workdir = os.path.abspath(workdir)
+  if config.compute_dtype not in ('float32', 'bfloat16'):
+    raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', got "
+                     f'{config.compute_dtype!r}')
   _check_workdir(config, workdir)
   jax.config.update('jax_debug_nans', bool(config.get('debug_nans', False)))
   devices = jax.devices()
@@ -190,7 +196,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   with metric_writers.ensure_flushes(writer):
     while step < config.num_train_steps:
       batch = _global_batch(next(batches), split)
-      loss = float(train_step(model, optimizer, batch, config.data.task, class_weights))
+      loss = float(train_step(model, optimizer, batch, config.data.task, class_weights,
+                              config.compute_dtype))
       if not math.isfinite(loss):
         latest = checkpoints.latest_step()
         raise NonFiniteLossError(

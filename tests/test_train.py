@@ -136,3 +136,14 @@ def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(data_dir, tmp_path
   with pytest.raises(train.NonFiniteLossError, match=r'loss is nan at step \d+; stopped\. The '
                      r'last good checkpoint is'):
     train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_bfloat16_compute_trains_close_to_float32(data_dir, tmp_path):
+  f32 = train.train_and_evaluate(runlocal('default', data_dir), str(tmp_path / 'f32'))
+  bf16 = train.train_and_evaluate(runlocal('default', data_dir, compute_dtype='bfloat16'),
+                                  str(tmp_path / 'bf16'))
+  first = [_losses(tmp_path / d)[0] for d in ('f32', 'bf16')]
+  assert np.isfinite(bf16['train_loss'])
+  np.testing.assert_allclose(first[1], first[0], rtol=2e-2)
+  assert all(x.dtype == np.float32 for x in jax.tree.leaves(bf16['state'])
+             if np.issubdtype(np.asarray(x).dtype, np.floating))
