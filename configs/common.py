@@ -3,6 +3,7 @@
 import ast
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -26,3 +27,14 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     except (ValueError, SyntaxError):
       values[key] = text
   return ml_collections.ConfigDict(values)
+
+
+def digits_classification(config: ml_collections.ConfigDict, runlocal: bool) -> None:
+  """Data and schedule for classifying the 28x28 digits of fcn_digits/single (in place)."""
+  config.data.name = 'fcn_digits/single'  # 28x28 real handwritten digits
+  config.data.task = 'classification'
+  config.data.patch_size = config_dict.placeholder(int)  # None: whole 28x28 images
+  config.data.augment = ml_collections.ConfigDict()  # no flips for digits
+  config.data.eval_split = 'test'
+  config.batch_size = 4 if runlocal else 64  # global batch
+  config.num_train_steps = 3 if runlocal else 800  # optimiser steps

@@ -5,7 +5,6 @@ r"""All-conv digit classifier with global average pooling (runs at any input siz
 """
 
 import ml_collections
-from ml_collections import config_dict
 
 from configs import common
 from configs import default
@@ -22,13 +21,7 @@ def get_config(arg=None):
   config.model.kernel_size = 3  # conv kernel size
   config.model.downsample = 'stride'  # 'stride' | 'maxpool' | 'avgpool'
   config.model.activation = 'relu'  # a name from fcn_jax.layers.ACTIVATIONS
-  config.data.name = 'fcn_digits/single'  # 28x28 real handwritten digits
-  config.data.task = 'classification'
-  config.data.patch_size = config_dict.placeholder(int)  # None: whole 28x28 images
-  config.data.augment = ml_collections.ConfigDict()  # no flips for digits
-  config.data.eval_split = 'test'
-  config.batch_size = 4 if args.runlocal else 64
-  config.num_train_steps = 3 if args.runlocal else 800
+  common.digits_classification(config, args.runlocal)
   # Input sizes (H, W): the training size, a non-square one, and 2x / 3x.
   config.eval_sizes = ((28, 28), (28, 16), (56, 56), (84, 84))
   return config

@@ -5,7 +5,6 @@ r"""Network in Network on digits: mlpconv blocks and a 1x1-conv + global-average
 """
 
 import ml_collections
-from ml_collections import config_dict
 
 from configs import common
 from configs import default
@@ -22,13 +21,7 @@ def get_config(arg=None):
   config.model.widths = ((32, 32, 32), (64, 64, 64), (64, 64))  # conv widths per block
   config.model.dropout = 0.0  # dropout after each pooling (0 = off)
   config.model.activation = 'relu'  # a name from fcn_jax.layers.ACTIVATIONS
-  config.data.name = 'fcn_digits/single'  # 28x28 real handwritten digits
-  config.data.task = 'classification'
-  config.data.patch_size = config_dict.placeholder(int)  # None: whole 28x28 images
-  config.data.augment = ml_collections.ConfigDict()  # no flips for digits
-  config.data.eval_split = 'test'
-  config.batch_size = 4 if args.runlocal else 64
-  config.num_train_steps = 3 if args.runlocal else 800
+  common.digits_classification(config, args.runlocal)
   # Input sizes (H, W) at which shapes and evaluation report the model.
   config.eval_sizes = ((28, 28), (28, 16), (56, 56))
   return config

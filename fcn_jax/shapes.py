@@ -25,11 +25,16 @@ from ml_collections import config_flags
 from fcn_jax import geometry
 from fcn_jax import models
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/<name>.py).',
-                                          lock_config=True)
-_CATALOG = flags.DEFINE_bool('catalog', False, 'Print the model table of the catalogued configs.')
-_SIZES = flags.DEFINE_multi_string('size', None, 'Input size H,W (repeatable). Default: the '
-                                   "config's eval_sizes.")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program, so tests can import this)."""
+  config_flags.DEFINE_config_file('config', None, 'Config file (configs/<name>.py).',
+                                  lock_config=True)
+  flags.DEFINE_bool('catalog', False, 'Print the model table of the catalogued configs.')
+  flags.DEFINE_multi_string('size', None, "Input size H,W (repeatable). Default: the config's "
+                            'eval_sizes.')
 
 
 def fmt(x: Fraction | int | None) -> str:
@@ -145,14 +150,14 @@ def parse_size(text: str) -> tuple[int, int]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if _CATALOG.value:
+  if FLAGS.catalog:
     print(catalog())
     return 0
-  config = _CONFIG.value
+  config = FLAGS.config
   if config is None:
     raise app.UsageError('give --config=configs/<name>.py (or --catalog)')
   model = nnx.eval_shape(lambda: models.get_model(config.model, rngs=nnx.Rngs(0)))
-  sizes = [parse_size(s) for s in _SIZES.value] if _SIZES.value else [
+  sizes = [parse_size(s) for s in FLAGS.size] if FLAGS.size else [
       tuple(s) for s in config.eval_sizes]
   failed = 0
   for size in sizes:
@@ -165,4 +170,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

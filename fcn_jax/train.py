@@ -45,13 +45,20 @@ from fcn_jax import losses
 from fcn_jax import models
 from fcn_jax.data import pipeline
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/<name>.py).',
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
-_COORDINATOR = flags.DEFINE_string('coordinator', None, 'host:port of process 0, for a '
-                                   'multi-process run (with --num_processes and --process_id).')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', 1, 'Processes in a multi-process run.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', 0, 'This process in a multi-process run.')
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program, so tests can import this)."""
+  config_flags.DEFINE_config_file('config', None, 'Config file (configs/<name>.py).',
+                                  lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
+  flags.DEFINE_string('coordinator', None, 'host:port of process 0, for a multi-process run '
+                      '(with --num_processes and --process_id).')
+  flags.DEFINE_integer('num_processes', 1, 'Processes in a multi-process run.')
+  flags.DEFINE_integer('process_id', 0, 'This process in a multi-process run.')
+  flags.mark_flags_as_required(['config'])
+
 
 # Fields that may change between runs in one workdir (extending or re-scheduling a run).
 RESUMABLE_CHANGES = ('num_train_steps', 'log_every', 'eval_every', 'checkpoint_every',
@@ -266,21 +273,21 @@ def _write_results(model, config, results, step: int, workdir: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if not _WORKDIR.value:
+  if not FLAGS.workdir:
     raise app.UsageError('give --workdir=DIR')
-  if _COORDINATOR.value:
+  if FLAGS.coordinator:
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # CPU all-reduce
-    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    jax.distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
   logging.info('JAX process %d/%d, devices: %s', jax.process_index(), jax.process_count(),
                jax.devices())
   try:
-    out = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    out = train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (ValueError, NonFiniteLossError) as e:
     raise app.UsageError(str(e)) from None
   logging.info('done at step %d, final train loss %.4f', out['step'], out['train_loss'])
-  print(f'results: {os.path.join(os.path.abspath(_WORKDIR.value), "results.md")}')
+  print(f'results: {os.path.join(os.path.abspath(FLAGS.workdir), "results.md")}')
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['config'])
+  define_flags()
   app.run(main)

@@ -20,11 +20,16 @@ from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-posit
 
 from fcn_jax.data import catalog  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_DATASET = flags.DEFINE_string('dataset', 'fcn_shapes', 'tfds name, e.g. fcn_digits/canvas.')
-_SPLIT = flags.DEFINE_string('split', 'train', 'Split to show.')
-_NUM = flags.DEFINE_integer('num', 8, 'Number of examples.')
-_OUT = flags.DEFINE_string('out', None, 'Output folder (the PNG is <out>/<dataset>_<split>.png).')
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: tfds default).')
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program)."""
+  flags.DEFINE_string('dataset', 'fcn_shapes', 'tfds name, e.g. fcn_digits/canvas.')
+  flags.DEFINE_string('split', 'train', 'Split to show.')
+  flags.DEFINE_integer('num', 8, 'Number of examples.')
+  flags.DEFINE_string('out', None, 'Output folder (the PNG is <out>/<dataset>_<split>.png).')
+  flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: tfds default).')
 
 
 def grid(name: str, split: str, num: int, data_dir: str | None = None) -> plt.Figure:
@@ -59,11 +64,11 @@ def grid(name: str, split: str, num: int, data_dir: str | None = None) -> plt.Fi
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if not _OUT.value:
+  if not FLAGS.out:
     raise app.UsageError('give --out=DIR')
-  os.makedirs(_OUT.value, exist_ok=True)
-  fig = grid(_DATASET.value, _SPLIT.value, _NUM.value, _DATA_DIR.value)
-  path = os.path.join(_OUT.value, f'{_DATASET.value.replace("/", "_")}_{_SPLIT.value}.png')
+  os.makedirs(FLAGS.out, exist_ok=True)
+  fig = grid(FLAGS.dataset, FLAGS.split, FLAGS.num, FLAGS.data_dir)
+  path = os.path.join(FLAGS.out, f'{FLAGS.dataset.replace("/", "_")}_{FLAGS.split}.png')
   tmp = path + '.tmp.png'
   fig.savefig(tmp, dpi=100)
   os.replace(tmp, path)
@@ -71,4 +76,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
