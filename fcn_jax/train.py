@@ -19,6 +19,7 @@ code path.
 import json
 import math
 import os
+import sys
 import time
 from typing import Any
 
@@ -26,7 +27,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 from absl import app
 from absl import flags
@@ -43,6 +43,7 @@ from fcn_jax import evaluate
 from fcn_jax import geometry
 from fcn_jax import losses
 from fcn_jax import models
+from fcn_jax import optim
 from fcn_jax.data import pipeline
 
 FLAGS = flags.FLAGS
@@ -67,38 +68,6 @@ RESUMABLE_CHANGES = ('num_train_steps', 'log_every', 'eval_every', 'checkpoint_e
 
 class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or infinite."""
-
-
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """The optax optimiser and schedule of `config.optimizer`."""
-  o, steps = config.optimizer, config.num_train_steps
-  if o.schedule == 'constant':
-    schedule = optax.constant_schedule(o.learning_rate)
-  elif o.schedule == 'cosine':
-    schedule = optax.warmup_cosine_decay_schedule(0.0, o.learning_rate, o.warmup_steps,
-                                                  max(steps, o.warmup_steps + 1))
-  elif o.schedule == 'step':
-    boundaries = {int(b * steps): o.decay_factor for b in o.decay_boundaries}
-    schedule = optax.join_schedules(
-        [optax.linear_schedule(0.0, o.learning_rate, max(o.warmup_steps, 1)),
-         optax.piecewise_constant_schedule(o.learning_rate, boundaries)], [o.warmup_steps])
-  else:
-    raise ValueError(f"optimizer.schedule must be 'constant', 'cosine' or 'step', got "
-                     f'{o.schedule!r}')
-  if o.name == 'sgd':
-    tx = optax.sgd(schedule, momentum=o.momentum or None, nesterov=bool(o.momentum))
-  elif o.name == 'adam':
-    tx = optax.adam(schedule)
-  elif o.name == 'adamw':
-    tx = optax.adamw(schedule, weight_decay=o.weight_decay)
-  else:
-    raise ValueError(f"optimizer.name must be 'sgd', 'adam' or 'adamw', got {o.name!r}")
-  chain = []
-  if o.grad_clip_norm:
-    chain.append(optax.clip_by_global_norm(o.grad_clip_norm))
-  if o.weight_decay and o.name == 'sgd':
-    chain.append(optax.add_decayed_weights(o.weight_decay))
-  return optax.chain(*chain, tx)
 
 
 def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -168,7 +137,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   local_batch = config.batch_size // jax.process_count()
 
   model = models.get_model(config.model, rngs=nnx.Rngs(config.seed))
-  optimizer = nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
+  optimizer = nnx.Optimizer(model, optim.make_optimizer(config), wrt=nnx.Param)
   g = geometry.of(model)
   logging.info('%s: %d parameters, receptive field %s, stride %s', g.name, g.params,
                g.receptive_field, g.stride)
@@ -282,10 +251,12 @@ def main(argv):
                jax.devices())
   try:
     out = train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (ValueError, NonFiniteLossError) as e:
-    raise app.UsageError(str(e)) from None
+  except (ValueError, NonFiniteLossError) as e:  # user errors: one clear line, no traceback
+    print(f'error: {e}', file=sys.stderr)
+    return 1
   logging.info('done at step %d, final train loss %.4f', out['step'], out['train_loss'])
   print(f'results: {os.path.join(os.path.abspath(FLAGS.workdir), "results.md")}')
+  return 0
 
 
 if __name__ == '__main__':

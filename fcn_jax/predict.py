@@ -1,0 +1,120 @@
+r"""Runs a trained model on image files of any (valid) size.
+
+  python -m fcn_jax.predict --workdir=/tmp/fcn_default --input='photos/*.png' --output=/tmp/out
+
+Loads the model of a training run (latest checkpoint, or `--step`), reads each
+input (PNG, JPEG, TIFF via Pillow, or `.npy` HxWxC arrays; uint8 images are
+scaled to [0, 1] as in training; a glob matches many files), runs it on the
+whole image, and writes `<output>/<name>.npy` (the raw logits) and
+`<name>_overlay.png` (the heat map or the class colours blended over the
+image). Prints the output shape and the time of each image. Files are written
+under a temporary name and renamed, so a crash never leaves a partial file.
+"""
+
+import glob
+import os
+import sys
+import time
+
+import matplotlib
+import numpy as np
+from absl import app
+from absl import flags
+from PIL import Image
+
+from fcn_jax import geometry
+from fcn_jax import inference
+
+matplotlib.use('Agg')
+from matplotlib import colormaps  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program)."""
+  flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
+  flags.DEFINE_string('input', None, 'Image file, or a glob of files (quote it).')
+  flags.DEFINE_string('output', None, 'Output folder (default: <workdir>/predictions).')
+  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
+  flags.mark_flags_as_required(['workdir', 'input'])
+
+
+def read_image(path: str) -> np.ndarray:
+  """`(H, W, C)` float32 in [0, 1] (uint8 scaled by 1/255)."""
+  try:
+    if path.endswith('.npy'):
+      array = np.load(path)
+    else:
+      with Image.open(path) as image:
+        array = np.asarray(image)
+  except (OSError, ValueError) as e:
+    raise ValueError(f'cannot read {path!r} as an image: {e}') from None
+  if array.ndim == 2:
+    array = array[..., None]
+  if array.ndim != 3:
+    raise ValueError(f'{path!r}: expected an HxW or HxWxC image, got shape {array.shape}')
+  if array.dtype == np.uint8:
+    array = array.astype(np.float32) / 255
+  elif not np.issubdtype(array.dtype, np.floating):
+    raise ValueError(f'{path!r}: unsupported dtype {array.dtype} (use uint8 or float in [0, 1])')
+  array = array.astype(np.float32)
+  if not np.isfinite(array).all():
+    raise ValueError(f'{path!r} holds NaN or infinite pixels')
+  return array
+
+
+def overlay(image: np.ndarray, logits: np.ndarray) -> np.ndarray:
+  """uint8 RGB: the image with the heat map (1 output) or class colours blended over it."""
+  h, w = image.shape[:2]
+  rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
+  if logits.shape[-1] == 1:
+    colours = colormaps['magma'](1 / (1 + np.exp(-logits[..., 0])))[..., :3]
+  else:
+    colours = colormaps['tab10'](np.argmax(logits, axis=-1) % 10)[..., :3]
+  # Nearest-neighbour stretch of the output grid over the image.
+  rows = np.minimum(np.arange(h) * colours.shape[0] // h, colours.shape[0] - 1)
+  cols = np.minimum(np.arange(w) * colours.shape[1] // w, colours.shape[1] - 1)
+  blended = 0.5 * rgb + 0.5 * colours[rows][:, cols]
+  return (np.clip(blended, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _write_atomically(path: str, write) -> None:
+  tmp = f'{path}.tmp{os.path.splitext(path)[1]}'
+  write(tmp)
+  os.replace(tmp, path)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  paths = sorted(glob.glob(FLAGS.input)) or ([FLAGS.input] if os.path.exists(FLAGS.input) else [])
+  if not paths:
+    raise app.UsageError(f'no file matches --input={FLAGS.input}')
+  try:
+    t0 = time.time()
+    model, _ = inference.load_trained(FLAGS.workdir, FLAGS.step)
+    print(f'loaded {geometry.of(model).name} from {FLAGS.workdir} in {time.time() - t0:.1f}s')
+    output = FLAGS.output or os.path.join(FLAGS.workdir, 'predictions')
+    os.makedirs(output, exist_ok=True)
+    for path in paths:
+      image = read_image(path)
+      t0 = time.time()
+      logits = inference.predict(model, image)
+      seconds = time.time() - t0
+      name = os.path.splitext(os.path.basename(path))[0]
+      _write_atomically(os.path.join(output, f'{name}.npy'), lambda p: np.save(p, logits))
+      if logits.ndim == 3:
+        _write_atomically(os.path.join(output, f'{name}_overlay.png'),
+                          lambda p: Image.fromarray(overlay(image, logits)).save(p))
+      print(f'{path}: input {image.shape[0]}x{image.shape[1]}x{image.shape[2]} -> output '
+            f'{"x".join(map(str, logits.shape))} in {seconds:.2f}s')
+  except ValueError as e:  # a user error: one clear line, no traceback
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

@@ -1,0 +1,76 @@
+"""Loading a trained model, whole-image prediction, and the predict CLI."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import default
+from fcn_jax import geometry
+from fcn_jax import inference
+from fcn_jax import predict
+from fcn_jax import train
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory):
+  config = default.get_config('runlocal')
+  config.data.data_dir = str(tmp_path_factory.mktemp('tfds'))
+  path = str(tmp_path_factory.mktemp('run'))
+  train.train_and_evaluate(config, path)
+  return path
+
+
+def test_loaded_model_predicts_like_the_trained_one(workdir):
+  model, config = inference.load_trained(workdir)
+  assert config.model.name == 'patch_net'
+  image = np.random.default_rng(0).random((100, 130, 3), np.float32)
+  logits = inference.predict(model, image)
+  assert logits.shape == (*geometry.of(model).output_size((100, 130)), 1)
+  np.testing.assert_allclose(logits, np.asarray(model(image[None]))[0], rtol=1e-6, atol=1e-6)
+
+
+def test_missing_run_or_checkpoint_is_a_clear_error(tmp_path, workdir):
+  with pytest.raises(ValueError, match='holds no config.json'):
+    inference.load_trained(str(tmp_path))
+  with pytest.raises(ValueError, match=r'no checkpoint for step 99 .* steps there: \[2, 3\]'):
+    inference.load_trained(workdir, step=99)
+
+
+def test_bad_inputs_are_refused(tmp_path, workdir):
+  model, _ = inference.load_trained(workdir)
+  with pytest.raises(ValueError, match=r'patch_net cannot take an input of size \(0, 8\)'):
+    inference.predict(model, np.zeros((0, 8, 3), np.float32))
+  (tmp_path / 'notes.txt').write_text('not an image')
+  with pytest.raises(ValueError, match='cannot read .* as an image'):
+    predict.read_image(str(tmp_path / 'notes.txt'))
+  np.save(tmp_path / 'nan.npy', np.full((4, 4, 3), np.nan, np.float32))
+  with pytest.raises(ValueError, match='NaN or infinite'):
+    predict.read_image(str(tmp_path / 'nan.npy'))
+  np.save(tmp_path / 'int.npy', np.zeros((4, 4, 3), np.int32))
+  with pytest.raises(ValueError, match='unsupported dtype int32'):
+    predict.read_image(str(tmp_path / 'int.npy'))
+
+
+def test_predict_cli_writes_logits_and_overlays(tmp_path, workdir):
+  rng = np.random.default_rng(0)
+  Image.fromarray((rng.random((200, 300, 3)) * 255).astype(np.uint8)).save(tmp_path / 'a.png')
+  np.save(tmp_path / 'b.npy', rng.random((64, 80, 3)).astype(np.float32))
+  out = subprocess.run([sys.executable, '-m', 'fcn_jax.predict', f'--workdir={workdir}',
+                        f'--input={tmp_path}/[ab].*', f'--output={tmp_path / "out"}'],
+                       capture_output=True, text=True, check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert 'a.png: input 200x300x3 -> output 25x38x1' in out.stdout
+  assert np.load(tmp_path / 'out' / 'a.npy').shape == (25, 38, 1)
+  assert np.load(tmp_path / 'out' / 'b.npy').shape == (8, 10, 1)
+  with Image.open(tmp_path / 'out' / 'a_overlay.png') as overlay:
+    assert overlay.size == (300, 200)
+  assert not [f for f in os.listdir(tmp_path / 'out') if '.tmp' in f]
+  bad = subprocess.run([sys.executable, '-m', 'fcn_jax.predict', f'--workdir={tmp_path}',
+                        f'--input={tmp_path}/a.png'], capture_output=True, text=True, check=False)
+  assert bad.returncode == 1
+  assert 'error:' in bad.stderr and 'holds no config.json' in bad.stderr
+  assert 'Traceback' not in bad.stderr
