@@ -161,6 +161,7 @@ class Window(Node):
   pad_limit: str | None = None  # None | 'reflect' | 'circular'
   exact: bool = False  # the windows must cover the input exactly (no rows left over)
   ceil: bool = False  # ceil-mode pooling: a last, partial window covers left-over rows
+  key: int = dataclasses.field(default=0, compare=False)  # id() of the layer (exact tiling)
 
   def axis(self, n, a):
     k, s, d = self.kernel[a], self.stride[a], self.dilation[a]
@@ -209,6 +210,7 @@ class Transpose(Node):
   extra: Pair = (0, 0)
   out_channels: int | None = None
   n_params: int = 0
+  key: int = dataclasses.field(default=0, compare=False)  # id() of the layer (exact tiling)
 
   def axis(self, n, a):
     k, s, d = self.kernel[a], self.stride[a], self.dilation[a]
@@ -240,6 +242,7 @@ class Resize(Node):
   method: str = 'nearest'
   factor: Pair | None = None
   size: Pair | None = None
+  key: int = dataclasses.field(default=0, compare=False)  # id() of the layer (exact tiling)
 
   def axis(self, n, a):
     if n < 1:

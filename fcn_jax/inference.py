@@ -11,8 +11,11 @@ that images larger than memory give the same output as a whole-image run) are
 not here yet; see the README.
 """
 
+import dataclasses
 import json
+import math
 import os
+from fractions import Fraction
 from typing import Any
 
 import jax
@@ -22,6 +25,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from fcn_jax import geometry
+from fcn_jax import layers
 from fcn_jax import models
 from fcn_jax import optim
 
@@ -72,3 +76,195 @@ def predict(model: nnx.Module, image: np.ndarray) -> np.ndarray:
   geometry.check(model, batch.shape)
   out = np.asarray(jax.device_get(_forward(model, batch.astype(np.float32))))
   return out[0] if image.ndim == 3 else out
+
+
+# --------------------------------------------------------------------------
+# Exact tiled inference.
+
+
+class TilingError(ValueError):
+  """A model (or layer) whose output cannot be assembled from tiles exactly."""
+
+
+def _leaf_origin(node: geometry.Node, n: int, origin: int, a: int) -> int:
+  """Absolute origin, on the node's output grid, of a tile whose input starts at `origin`."""
+  if isinstance(node, geometry.Window):
+    step = node.stride[a]
+    if origin % step:
+      raise TilingError(f'{node.name}: tile origin {origin} is not aligned to stride {step}')
+    return origin // step
+  if isinstance(node, geometry.Transpose):
+    return origin * node.stride[a]
+  if isinstance(node, geometry.Resize):
+    if node.factor is None:
+      raise TilingError(f'{node.name}: resizing to a fixed size cannot be tiled')
+    return origin * node.factor[a]
+  if isinstance(node, geometry.Pointwise):
+    if node.name in ('GroupNorm', 'LayerNorm'):
+      raise TilingError(f'{node.name} mixes statistics over the whole image: no exact tiling')
+    return origin
+  raise TilingError(f'{type(node).__name__} {node.name!r} sees the whole input: no exact tiling')
+
+
+def plan(node: geometry.Node, n: int, tile: int, origin: int, a: int,
+         extents: dict[int, list[int]]) -> tuple[int, int]:
+  """Walks the geometry for one axis of one tile.
+
+  `n` is the whole-image size at the node's input, `origin` the tile's absolute
+  origin there and `tile` its size. Records, for every layer, its valid input
+  positions `[lo, hi)` in tile coordinates (`extents[key] += [lo, hi]`) and
+  returns the whole-image output size and the tile's origin on the output grid.
+  """
+  if isinstance(node, geometry.Chain):
+    for child in node.nodes:
+      n_out, origin_out = plan(child, n, tile, origin, a, extents)
+      tile = child.axis(tile, a)[0]
+      n, origin = n_out, origin_out
+    return n, origin
+  if isinstance(node, geometry.Merge):
+    whole = node.offsets(n, a)[1]
+    local = node.offsets(tile, a)[1]
+    if whole != local:
+      raise TilingError(f'{node.name}: crop offsets depend on the input size ({whole} for the '
+                        f'image, {local} for a tile)')
+    outs = [plan(b, n, tile, origin, a, extents) for b in node.branches]
+    n_out, ref_origin = outs[node.reference]
+    if node.combine == 'crop':
+      return node.axis(n, a)[0], origin
+    return node.axis(n, a)[0], ref_origin
+  key = getattr(node, 'key', 0)
+  if key:
+    extents.setdefault(key, []).extend([-origin, n - origin])
+  return node.axis(n, a)[0], _leaf_origin(node, n, origin, a)
+
+
+def alignment(node: geometry.Node, a: int) -> int:
+  """The origin step that keeps every layer's grid aligned: lcm of the cumulative strides."""
+  period = 1
+
+  def walk(node, jump):
+    nonlocal period
+    if isinstance(node, geometry.Chain):
+      for child in node.nodes:
+        jump = walk(child, jump)
+      return jump
+    if isinstance(node, geometry.Merge):
+      return [walk(b, jump) for b in node.branches][node.reference]
+    if isinstance(node, geometry.Window):
+      jump = jump * node.stride[a]
+    elif isinstance(node, geometry.Transpose):
+      jump = jump / node.stride[a]
+    elif isinstance(node, geometry.Resize) and node.factor:
+      jump = jump / node.factor[a]
+    period = math.lcm(period, jump.numerator)
+    return jump
+
+  walk(node, Fraction(1))
+  return period
+
+
+def layer_keys(node: geometry.Node) -> list[int]:
+  """Keys of the layers in the order `plan` visits them."""
+  if isinstance(node, (geometry.Chain, geometry.Merge)):
+    children = node.nodes if isinstance(node, geometry.Chain) else node.branches
+    return [k for child in children for k in layer_keys(child)]
+  key = getattr(node, 'key', 0)
+  return [key] if key else []
+
+
+@dataclasses.dataclass(frozen=True)
+class AxisTiling:
+  """Tiles along one axis: window `size`, origins `k*step - halo`, `count` tiles.
+
+  Tile k keeps outputs `[k*kept, (k+1)*kept)` of the whole-image output.
+  """
+  size: int
+  step: int
+  halo: int
+  count: int
+  kept: int
+  out_size: int
+
+
+def axis_tiling(g: geometry.Geometry, n: int, a: int, tile: int) -> AxisTiling:
+  """Window size, step and halo for tiles of about `tile` input pixels along axis `a`."""
+  out_size, field = g._axis(n, a)  # pylint: disable=protected-access
+  jump = field.jump
+  if jump.denominator != 1:
+    raise TilingError(f'{g.name}: fractional total stride {jump} cannot be tiled')
+  jump = int(jump)
+  period = math.lcm(alignment(g.node, a), jump)
+  step = max(1, math.ceil(tile / period)) * period
+  halo = math.ceil(max(Fraction(0), -field.start) / period) * period
+  needed = math.ceil(step + halo - jump + field.start + field.size)
+  size = needed
+  while not g._ok(size, a):  # pylint: disable=protected-access
+    size += 1
+    if size > needed + 4096:
+      raise TilingError(f'{g.name}: no valid tile size near {needed}')
+  kept = step // jump
+  return AxisTiling(size, step, halo, max(1, math.ceil(out_size / kept)), kept, out_size)
+
+
+_TRACES = {'tiled': 0}
+
+
+@nnx.jit
+def _tiled_forward(model, windows, extents):
+  _TRACES['tiled'] += 1  # runs once per compilation
+  keys = layer_keys(geometry.of(model).node)
+  with layers.tile_borders(dict(zip(keys, extents))):
+    return model(windows)
+
+
+def compilations() -> int:
+  """How many times the tiled forward pass has been compiled in this process."""
+  return _TRACES['tiled']
+
+
+def predict_tiled(model: nnx.Module, image: np.ndarray, tile: int = 256,
+                  batch: int = 8) -> np.ndarray:
+  """The whole-image output of `model` on an `(H, W, C)` image, computed tile by tile.
+
+  Equal to `predict(model, image)` up to float rounding: every tile carries a
+  halo of real image context covering the receptive field of the outputs it
+  keeps, tile origins are aligned to every layer's stride, and inside each tile
+  every layer rebuilds the positions outside the image as the whole-image run
+  pads them (zeros, reflection or replication), so padding happens only where
+  the whole-image run pads. All tiles have one shape and batches are padded to
+  `batch` tiles: one compilation per model, tile size and batch size, whatever
+  the number or size of the images.
+  """
+  g = geometry.of(model)
+  h, w = image.shape[:2]
+  g.check((h, w))
+  axes = [axis_tiling(g, n, a, tile) for a, n in enumerate((h, w))]
+  keys = layer_keys(g.node)
+  tiles = [(i, j) for i in range(axes[0].count) for j in range(axes[1].count)]
+  out = None
+  for first in range(0, len(tiles), batch):
+    chunk = tiles[first:first + batch]
+    windows = np.zeros((batch, axes[0].size, axes[1].size, image.shape[2]), np.float32)
+    extents = np.zeros((len(keys), batch, 4), np.int32)
+    origins = []
+    for b, tile_index in enumerate(chunk + [chunk[-1]] * (batch - len(chunk))):
+      starts = [k * ax.step - ax.halo for k, ax in zip(tile_index, axes)]
+      src = [slice(max(s, 0), min(s + ax.size, n)) for s, ax, n in zip(starts, axes, (h, w))]
+      dst = [slice(sl.start - s, sl.stop - s) for sl, s in zip(src, starts)]
+      windows[b, dst[0], dst[1]] = image[src[0], src[1]]
+      out_origin = []
+      for a, (n, s, ax) in enumerate(zip((h, w), starts, axes)):
+        per_layer: dict[int, list[int]] = {}
+        out_origin.append(plan(g.node, n, ax.size, s, a, per_layer)[1])
+        for row, key in enumerate(keys):
+          extents[row, b, 2 * a:2 * a + 2] = per_layer[key][:2]
+      origins.append(out_origin)
+    logits = np.asarray(jax.device_get(_tiled_forward(model, windows, list(extents))))
+    if out is None:
+      out = np.zeros((axes[0].out_size, axes[1].out_size, logits.shape[-1]), logits.dtype)
+    for b, tile_index in enumerate(chunk):
+      keep = [slice(k * ax.kept, min((k + 1) * ax.kept, ax.out_size))
+              for k, ax in zip(tile_index, axes)]
+      local = [slice(sl.start - o, sl.stop - o) for sl, o in zip(keep, origins[b])]
+      out[keep[0], keep[1]] = logits[b, local[0], local[1]]
+  return out

@@ -22,6 +22,8 @@ Conventions (chosen to match PyTorch so weights and results carry over):
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import jax
@@ -92,6 +94,51 @@ def resolve_padding(padding: PaddingLike, kernel: Pair, dilation: Pair = (1, 1)
   raise ValueError(f'cannot read padding {padding!r}; use ((top, bottom), (left, right))')
 
 
+# --------------------------------------------------------------------------
+# Exact tiling support (fcn_jax.inference): inside `tile_borders(...)`, every layer
+# that mixes neighbouring positions first rebuilds its input outside the region the
+# whole-image run would hold at that layer, exactly as that run pads there.
+
+_TILE_EXTENTS: dict[int, jax.Array] | None = None
+
+
+@contextlib.contextmanager
+def tile_borders(extents: dict[int, jax.Array]):
+  """Trace-time context: `extents[id(layer)]` is an int32 `(B, 4)` array giving, per tile of
+  the batch, the valid input rows `[lo, hi)` and columns `[lo, hi)` of that layer."""
+  global _TILE_EXTENTS
+  previous, _TILE_EXTENTS = _TILE_EXTENTS, extents
+  try:
+    yield
+  finally:
+    _TILE_EXTENTS = previous
+
+
+def _tile_border(layer, x: jax.Array, fill: str) -> jax.Array:
+  """Outside the valid region: 'zeros' / '-inf' fill it, 'replicate' / 'reflect' mirror it."""
+  if _TILE_EXTENTS is None or id(layer) not in _TILE_EXTENTS:
+    return x
+  extents = _TILE_EXTENTS[id(layer)]
+  for axis in (1, 2):
+    lo, hi = extents[:, 2 * axis - 2, None], extents[:, 2 * axis - 1, None]  # (B, 1)
+    pos = jnp.arange(x.shape[axis])[None]  # (1, T)
+    shape = [x.shape[0], 1, 1, 1]
+    shape[axis] = x.shape[axis]
+    if fill in ('zeros', '-inf'):
+      keep = ((pos >= lo) & (pos < hi)).reshape(shape)
+      x = jnp.where(keep, x, 0.0 if fill == 'zeros' else -jnp.inf)
+      continue
+    if fill == 'replicate':
+      index = jnp.clip(pos, lo, hi - 1)
+    elif fill == 'reflect':
+      index = jnp.where(pos < lo, 2 * lo - pos, jnp.where(pos >= hi, 2 * (hi - 1) - pos, pos))
+      index = jnp.clip(index, lo, hi - 1)
+    else:
+      raise ValueError(f'{type(layer).__name__}: padding {fill!r} cannot be tiled exactly')
+    x = jnp.take_along_axis(x, index.reshape(shape), axis=axis)
+  return x
+
+
 def _check(layer, x):
   """Input rank, channels (for layers that know them) and spatial size, before XLA sees them."""
   geometry.check(layer, x.shape)
@@ -133,10 +180,11 @@ class Conv(nnx.Module):
     n_params += self.out_channels if self.bias is not None else 0
     limit = {'reflect': 'reflect', 'circular': 'circular'}.get(self.padding_mode)
     return geometry.Window('Conv', self.kernel_size, self.stride, self.dilation, self.padding,
-                           self.out_channels, n_params, limit)
+                           self.out_channels, n_params, limit, key=id(self))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     _check(self, x)
+    x = _tile_border(self, x, self.padding_mode)
     kernel = self.kernel[...]
     dtype = self.dtype or x.dtype
     x, kernel = x.astype(dtype), kernel.astype(dtype)
@@ -212,10 +260,12 @@ class ConvTranspose(nnx.Module):
     n_params = kh * kw * self.in_channels * self.out_channels
     n_params += self.out_channels if self.bias is not None else 0
     return geometry.Transpose('ConvTranspose', self.kernel_size, self.stride, self.dilation,
-                              self.padding, self.output_padding, self.out_channels, n_params)
+                              self.padding, self.output_padding, self.out_channels, n_params,
+                              key=id(self))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     _check(self, x)
+    x = _tile_border(self, x, 'zeros')
     dtype = self.dtype or x.dtype
     kernel = self.kernel[...].astype(dtype)[::-1, ::-1]
     pads = []
@@ -279,10 +329,11 @@ class Upsample(nnx.Module):
 
   @property
   def geometry(self) -> geometry.Node:
-    return geometry.Resize('Upsample', self.method, self.factor, self.size)
+    return geometry.Resize('Upsample', self.method, self.factor, self.size, key=id(self))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     _check(self, x)
+    x = _tile_border(self, x, 'replicate')  # bilinear clamps at the image border
     size = self.size or (x.shape[1] * self.factor[0], x.shape[2] * self.factor[1])
     return resize(x, size, self.method)
 
@@ -314,7 +365,7 @@ class _Pool(nnx.Module):
   @property
   def geometry(self) -> geometry.Node:
     return geometry.Window(type(self).__name__, self.window, self.stride, (1, 1), self.padding,
-                           exact=self.exact, ceil=self.ceil_mode)
+                           exact=self.exact, ceil=self.ceil_mode, key=id(self))
 
   def _padding(self, x) -> tuple[Pair, Pair]:
     """Explicit padding, extended at the bottom/right for ceil mode's partial windows."""
@@ -337,6 +388,7 @@ class MaxPool(_Pool):
 
   def __call__(self, x: jax.Array):
     _check(self, x)
+    x = _tile_border(self, x, '-inf')
     if not self.return_switches:
       return self._reduce(x, -jnp.inf, lax.max)
     _, h, w, _ = x.shape
@@ -362,6 +414,7 @@ class AvgPool(_Pool):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     _check(self, x)
+    x = _tile_border(self, x, 'zeros')
     return self._reduce(x, 0.0, lax.add) / (self.window[0] * self.window[1])
 
 
@@ -382,12 +435,13 @@ class MaxUnpool(nnx.Module):
   @property
   def geometry(self) -> geometry.Node:
     return geometry.Transpose('MaxUnpool', self.window, self.stride, (1, 1), self.padding,
-                              self.output_padding)
+                              self.output_padding, key=id(self))
 
   def __call__(self, x: jax.Array, switches: jax.Array) -> jax.Array:
     _check(self, x)
     if switches.shape != x.shape:
       raise ValueError(f'switches shape {switches.shape} must equal the input shape {x.shape}')
+    x = _tile_border(self, x, 'zeros')
     n, h, w, c = x.shape
     out_h, out_w = geometry.of(self).output_size((h, w))
     flat = jnp.zeros((n, c, out_h * out_w), x.dtype)
@@ -442,9 +496,8 @@ class GatedConv(nnx.Module):
 
   @property
   def geometry(self) -> geometry.Node:
-    node = self.conv.geometry
-    return geometry.Window('GatedConv', node.kernel, node.stride, node.dilation, node.padding,
-                           self.out_channels, node.n_params, node.pad_limit)
+    return dataclasses.replace(self.conv.geometry, name='GatedConv',
+                               out_channels=self.out_channels)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     feature, gate = jnp.split(self.conv(x), 2, axis=-1)
