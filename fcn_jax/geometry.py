@@ -127,6 +127,7 @@ class Pointwise(Node):
   name: str = 'pointwise'
   out_channels: int | None = None
   n_params: int = 0
+  local: bool = True  # False for layers with statistics over all positions (GroupNorm)
 
   def axis(self, n, a):
     if n < 1:
@@ -607,8 +608,10 @@ def node_of(layer: Any, name: str | None = None) -> Node:
   """The geometry node of a layer; plain callables (activations) are pointwise."""
   node = getattr(layer, 'geometry', None)
   if node is None:  # activations, normalisation, dropout: pointwise
+    from flax import nnx  # pylint: disable=g-import-not-at-top
     node = Pointwise(name=getattr(layer, '__name__', type(layer).__name__),
-                     n_params=count_params(layer))
+                     n_params=count_params(layer),
+                     local=not isinstance(layer, (nnx.GroupNorm, nnx.LayerNorm)))
   return node.with_name(name) if name else node
 
 

@@ -100,7 +100,7 @@ def _leaf_origin(node: geometry.Node, n: int, origin: int, a: int) -> int:
       raise TilingError(f'{node.name}: resizing to a fixed size cannot be tiled')
     return origin * node.factor[a]
   if isinstance(node, geometry.Pointwise):
-    if node.name in ('GroupNorm', 'LayerNorm'):
+    if not node.local:
       raise TilingError(f'{node.name} mixes statistics over the whole image: no exact tiling')
     return origin
   raise TilingError(f'{type(node).__name__} {node.name!r} sees the whole input: no exact tiling')

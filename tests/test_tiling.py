@@ -1,0 +1,71 @@
+"""Exact tiled inference: tiled == whole image, for every kind of model, at awkward sizes."""
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from fcn_jax import geometry
+from fcn_jax import inference
+from fcn_jax import models
+
+# (model config, input channels, image sizes, tile size)
+CASES = {
+    'patch_net_zeros': (dict(name='patch_net'), 3, [(67, 101), (5, 7), (33, 32)], 32),
+    'patch_net_reflect_dilated': (dict(name='patch_net', padding_mode='reflect', kernel_size=5),
+                                  3, [(131, 90), (41, 40)], 32),
+    'patch_net_replicate_maxpool': (
+        dict(name='patch_net', padding_mode='replicate', downsample='maxpool'), 3,
+        [(150, 70), (97, 61)], 24),
+    'patch_net_valid_avgpool': (dict(name='patch_net', padding='valid', downsample='avgpool'), 3,
+                                [(89, 113)], 32),
+    'encoder_decoder_bilinear': (dict(name='encoder_decoder', upsample='bilinear'), 3,
+                                 [(96, 160), (20, 28)], 32),
+    'segnet_unpool': (dict(name='encoder_decoder', upsample='unpool'), 3, [(64, 200)], 32),
+    'gated': (dict(name='encoder_decoder', gated=True, padding_mode='reflect'), 3, [(52, 76)], 16),
+    'unet_valid': (dict(name='unet', depth=3, width=4), 1, [(188, 124), (92, 108)], 32),
+    'unet_same_bilinear': (dict(name='unet', depth=3, width=4, padding='same',
+                                upsample='bilinear'), 1, [(96, 100), (36, 4)], 32),
+    'fcn8s': (dict(name='fcn', widths=(4, 4, 8, 8, 8), fc_width=8, num_classes=3), 3,
+              [(67, 89), (1, 1)], 32),
+}
+
+
+@pytest.mark.parametrize('case', sorted(CASES))
+def test_tiled_equals_whole_image(case):
+  config, channels, sizes, tile = CASES[case]
+  model = models.get_model(config, rngs=nnx.Rngs(0))
+  model.eval()
+  rng = np.random.default_rng(0)
+  before = inference.compilations()
+  for size in sizes:
+    image = rng.random((*size, channels), dtype=np.float32)
+    whole = inference.predict(model, image)
+    tiled = inference.predict_tiled(model, image, tile=tile, batch=4)
+    assert tiled.shape == whole.shape
+    assert np.abs(whole).max() > 0
+    np.testing.assert_allclose(tiled, whole, rtol=1e-5, atol=1e-5 * np.abs(whole).max())
+  # One compilation for the model, whatever the image sizes.
+  assert inference.compilations() - before == 1
+
+
+def test_tile_sizes_and_many_tiles():
+  model = models.get_model(dict(name='patch_net'), rngs=nnx.Rngs(0))
+  g = geometry.of(model)
+  image = np.random.default_rng(1).random((200, 136, 3), dtype=np.float32)
+  whole = inference.predict(model, image)
+  layout = [inference.axis_tiling(g, n, a, 24) for a, n in enumerate(image.shape[:2])]
+  assert layout[0].count * layout[1].count > 20  # really tiled
+  assert layout[0].step % 8 == 0 and layout[0].halo % 8 == 0  # aligned to the stride
+  for tile in (8, 24, 64, 199, 200, 201):  # one tile size below/at/above the image
+    np.testing.assert_allclose(inference.predict_tiled(model, image, tile=tile, batch=3), whole,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_models_that_see_the_whole_image_are_refused():
+  gap = models.get_model(dict(name='gap_classifier'), rngs=nnx.Rngs(0))
+  with pytest.raises(inference.TilingError, match='sees the whole input'):
+    inference.predict_tiled(gap, np.zeros((28, 28, 1), np.float32))
+  group = models.get_model(dict(name='unet', depth=2, width=4, padding='same', norm='group'),
+                           rngs=nnx.Rngs(0))
+  with pytest.raises(inference.TilingError, match='GroupNorm'):
+    inference.predict_tiled(group, np.zeros((32, 32, 1), np.float32))
