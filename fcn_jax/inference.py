@@ -6,9 +6,9 @@ checks the size against the model's geometry first (a clear `ValueError`, never
 an XLA shape error) and runs one jitted forward pass (one compilation per
 distinct input shape).
 
-Exact tiled and out-of-core inference (tiles with receptive-field halos, so
-that images larger than memory give the same output as a whole-image run) are
-not here yet; see the README.
+`predict_tiled(model, image, tile)` gives the same output from tiles of one
+fixed shape (one compilation), and `predict_to_file` streams a memory-mapped
+image larger than RAM into a `.npy` output, resumably (see `predict_tiled`).
 """
 
 import dataclasses
@@ -222,6 +222,54 @@ def compilations() -> int:
   return _TRACES['tiled']
 
 
+def _tiles(model: nnx.Module, image, tile: int, batch: int, skip=frozenset()):
+  """Yields `(tile_indices, keep_slices, logits)` per batch of tiles not in `skip`.
+
+  `image` is any `(H, W, C)` array-like (a NumPy array or a memory map); uint8
+  pixels are scaled to [0, 1]. Only one batch of windows is in memory at a time.
+  """
+  g = geometry.of(model)
+  h, w = image.shape[:2]
+  g.check((h, w))
+  axes = [axis_tiling(g, n, a, tile) for a, n in enumerate((h, w))]
+  keys = layer_keys(g.node)
+  tiles = [(i, j) for i in range(axes[0].count) for j in range(axes[1].count)
+           if (i, j) not in skip]
+  scale = 1 / 255 if image.dtype == np.uint8 else 1
+  for first in range(0, len(tiles), batch):
+    chunk = tiles[first:first + batch]
+    windows = np.zeros((batch, axes[0].size, axes[1].size, image.shape[2]), np.float32)
+    extents = np.zeros((len(keys), batch, 4), np.int32)
+    origins = []
+    for b, tile_index in enumerate(chunk + [chunk[-1]] * (batch - len(chunk))):
+      starts = [k * ax.step - ax.halo for k, ax in zip(tile_index, axes)]
+      src = [slice(max(s, 0), min(s + ax.size, n)) for s, ax, n in zip(starts, axes, (h, w))]
+      dst = [slice(sl.start - s, sl.stop - s) for sl, s in zip(src, starts)]
+      windows[b, dst[0], dst[1]] = np.asarray(image[src[0], src[1]], np.float32) * scale
+      out_origin = []
+      for a, (n, s, ax) in enumerate(zip((h, w), starts, axes)):
+        per_layer: dict[int, list[int]] = {}
+        out_origin.append(plan(g.node, n, ax.size, s, a, per_layer)[1])
+        for row, key in enumerate(keys):
+          extents[row, b, 2 * a:2 * a + 2] = per_layer[key][:2]
+      origins.append(out_origin)
+    logits = np.asarray(jax.device_get(_tiled_forward(model, windows, list(extents))))
+    keeps, pieces = [], []
+    for b, tile_index in enumerate(chunk):
+      keep = [slice(k * ax.kept, min((k + 1) * ax.kept, ax.out_size))
+              for k, ax in zip(tile_index, axes)]
+      local = [slice(sl.start - o, sl.stop - o) for sl, o in zip(keep, origins[b])]
+      keeps.append(keep)
+      pieces.append(logits[b, local[0], local[1]])
+    yield chunk, keeps, pieces
+
+
+def output_shape(model: nnx.Module, image_shape) -> tuple[int, int, int]:
+  """`(H', W', C')` of the model's output for an `(H, W, C)` image."""
+  _, out_h, out_w, channels = geometry.of(model).output_shape((1, *image_shape))
+  return out_h, out_w, channels
+
+
 def predict_tiled(model: nnx.Module, image: np.ndarray, tile: int = 256,
                   batch: int = 8) -> np.ndarray:
   """The whole-image output of `model` on an `(H, W, C)` image, computed tile by tile.
@@ -235,36 +283,63 @@ def predict_tiled(model: nnx.Module, image: np.ndarray, tile: int = 256,
   `batch` tiles: one compilation per model, tile size and batch size, whatever
   the number or size of the images.
   """
-  g = geometry.of(model)
-  h, w = image.shape[:2]
-  g.check((h, w))
-  axes = [axis_tiling(g, n, a, tile) for a, n in enumerate((h, w))]
-  keys = layer_keys(g.node)
-  tiles = [(i, j) for i in range(axes[0].count) for j in range(axes[1].count)]
-  out = None
-  for first in range(0, len(tiles), batch):
-    chunk = tiles[first:first + batch]
-    windows = np.zeros((batch, axes[0].size, axes[1].size, image.shape[2]), np.float32)
-    extents = np.zeros((len(keys), batch, 4), np.int32)
-    origins = []
-    for b, tile_index in enumerate(chunk + [chunk[-1]] * (batch - len(chunk))):
-      starts = [k * ax.step - ax.halo for k, ax in zip(tile_index, axes)]
-      src = [slice(max(s, 0), min(s + ax.size, n)) for s, ax, n in zip(starts, axes, (h, w))]
-      dst = [slice(sl.start - s, sl.stop - s) for sl, s in zip(src, starts)]
-      windows[b, dst[0], dst[1]] = image[src[0], src[1]]
-      out_origin = []
-      for a, (n, s, ax) in enumerate(zip((h, w), starts, axes)):
-        per_layer: dict[int, list[int]] = {}
-        out_origin.append(plan(g.node, n, ax.size, s, a, per_layer)[1])
-        for row, key in enumerate(keys):
-          extents[row, b, 2 * a:2 * a + 2] = per_layer[key][:2]
-      origins.append(out_origin)
-    logits = np.asarray(jax.device_get(_tiled_forward(model, windows, list(extents))))
-    if out is None:
-      out = np.zeros((axes[0].out_size, axes[1].out_size, logits.shape[-1]), logits.dtype)
-    for b, tile_index in enumerate(chunk):
-      keep = [slice(k * ax.kept, min((k + 1) * ax.kept, ax.out_size))
-              for k, ax in zip(tile_index, axes)]
-      local = [slice(sl.start - o, sl.stop - o) for sl, o in zip(keep, origins[b])]
-      out[keep[0], keep[1]] = logits[b, local[0], local[1]]
+  out = np.zeros(output_shape(model, image.shape), np.float32)
+  for _, keeps, pieces in _tiles(model, image, tile, batch):
+    for keep, piece in zip(keeps, pieces):
+      out[keep[0], keep[1]] = piece
   return out
+
+
+def open_image(path: str):
+  """A read-only `(H, W, C)` memory map of a `.npy` or uncompressed TIFF file (no copy in RAM)."""
+  if path.endswith('.npy'):
+    array = np.load(path, mmap_mode='r')
+  elif path.endswith(('.tif', '.tiff')):
+    import tifffile  # pylint: disable=g-import-not-at-top
+    try:
+      array = tifffile.memmap(path, mode='r')
+    except ValueError:  # compressed or tiled TIFF: read it (needs RAM)
+      array = tifffile.imread(path)
+  else:
+    raise ValueError(f'{path!r}: out-of-core input must be .npy or .tif(f)')
+  return array[..., None] if array.ndim == 2 else array
+
+
+def predict_to_file(model: nnx.Module, image, output: str, tile: int = 256, batch: int = 8,
+                    progress: bool = True) -> str:
+  """Tiled prediction of a (possibly larger than memory) image into a `.npy` file.
+
+  The output is written tile by tile into `<output>.partial.npy` (a memory map)
+  and renamed to `output` when complete, so a file under the final name is
+  always whole. Finished tiles are recorded in `<output>.done.json` after each
+  batch: running again after an interruption computes only the missing tiles.
+  Memory: one batch of windows plus the pages of the maps being touched.
+  """
+  import tqdm  # pylint: disable=g-import-not-at-top
+  partial, done_path = output + '.partial.npy', output + '.done.json'
+  shape = output_shape(model, image.shape)
+  done: set[tuple[int, int]] = set()
+  if os.path.exists(partial) and os.path.exists(done_path):
+    with open(done_path) as f:
+      done = {tuple(t) for t in json.load(f)}
+    out = np.load(partial, mmap_mode='r+')
+    if out.shape != shape:
+      raise ValueError(f'{partial} has shape {out.shape}, not {shape}: delete it to start over')
+  else:
+    out = np.lib.format.open_memmap(partial, mode='w+', dtype=np.float32, shape=shape)
+  g = geometry.of(model)
+  total = math.prod(axis_tiling(g, n, a, tile).count for a, n in enumerate(image.shape[:2]))
+  with tqdm.tqdm(total=total, initial=len(done), unit='tile', disable=not progress) as bar:
+    for chunk, keeps, pieces in _tiles(model, image, tile, batch, skip=frozenset(done)):
+      for keep, piece in zip(keeps, pieces):
+        out[keep[0], keep[1]] = piece
+      out.flush()
+      done.update(chunk)
+      with open(done_path + '.tmp', 'w') as f:
+        json.dump(sorted(done), f)
+      os.replace(done_path + '.tmp', done_path)
+      bar.update(len(chunk))
+  del out
+  os.replace(partial, output)
+  os.remove(done_path)
+  return output

@@ -1,6 +1,7 @@
 r"""Runs a trained model on image files of any (valid) size.
 
   python -m fcn_jax.predict --workdir=/tmp/fcn_default --input='photos/*.png' --output=/tmp/out
+  python -m fcn_jax.predict --workdir=/tmp/fcn_default --input=scan.npy --tile=512  # huge image
 
 Loads the model of a training run (latest checkpoint, or `--step`), reads each
 input (PNG, JPEG, TIFF via Pillow, or `.npy` HxWxC arrays; uint8 images are
@@ -9,6 +10,9 @@ whole image, and writes `<output>/<name>.npy` (the raw logits) and
 `<name>_overlay.png` (the heat map or the class colours blended over the
 image). Prints the output shape and the time of each image. Files are written
 under a temporary name and renamed, so a crash never leaves a partial file.
+With `--tile`, inference is exact and tiled (`fcn_jax.inference.predict_tiled`);
+`.npy`/`.tif` inputs are then memory-mapped and the output is written tile by
+tile, so images larger than RAM work and an interrupted run resumes.
 """
 
 import glob
@@ -37,6 +41,10 @@ def define_flags() -> None:
   flags.DEFINE_string('input', None, 'Image file, or a glob of files (quote it).')
   flags.DEFINE_string('output', None, 'Output folder (default: <workdir>/predictions).')
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
+  flags.DEFINE_integer('tile', None, 'Exact tiled inference with tiles of about this many '
+                       'pixels a side (default: whole image). .npy/.tif inputs are then read '
+                       'as memory maps and the output written tile by tile (resumable).')
+  flags.DEFINE_integer('batch', 8, 'Tiles per batch (with --tile).')
   flags.mark_flags_as_required(['workdir', 'input'])
 
 
@@ -98,12 +106,24 @@ def main(argv):
     output = FLAGS.output or os.path.join(FLAGS.workdir, 'predictions')
     os.makedirs(output, exist_ok=True)
     for path in paths:
-      image = read_image(path)
-      t0 = time.time()
-      logits = inference.predict(model, image)
-      seconds = time.time() - t0
       name = os.path.splitext(os.path.basename(path))[0]
-      _write_atomically(os.path.join(output, f'{name}.npy'), lambda p: np.save(p, logits))
+      target = os.path.join(output, f'{name}.npy')
+      t0 = time.time()
+      if FLAGS.tile and path.endswith(('.npy', '.tif', '.tiff')):  # out of core
+        source = inference.open_image(path)
+        inference.predict_to_file(model, source, target, FLAGS.tile, FLAGS.batch)
+        logits = np.load(target, mmap_mode='r')
+        print(f'{path}: input {"x".join(map(str, source.shape))} -> output '
+              f'{"x".join(map(str, logits.shape))} in {time.time() - t0:.2f}s (tiled, '
+              f'{inference.compilations()} compilation(s))')
+        continue
+      image = read_image(path)
+      if FLAGS.tile:
+        logits = inference.predict_tiled(model, image, FLAGS.tile, FLAGS.batch)
+      else:
+        logits = inference.predict(model, image)
+      seconds = time.time() - t0
+      _write_atomically(target, lambda p: np.save(p, logits))
       if logits.ndim == 3:
         _write_atomically(os.path.join(output, f'{name}_overlay.png'),
                           lambda p: Image.fromarray(overlay(image, logits)).save(p))

@@ -74,3 +74,16 @@ def test_predict_cli_writes_logits_and_overlays(tmp_path, workdir):
   assert bad.returncode == 1
   assert 'error:' in bad.stderr and 'holds no config.json' in bad.stderr
   assert 'Traceback' not in bad.stderr
+
+
+def test_predict_cli_tiled_out_of_core_matches_whole(tmp_path, workdir):
+  image = (np.random.default_rng(3).random((150, 170, 3)) * 255).astype(np.uint8)
+  np.save(tmp_path / 'scan.npy', image)
+  out = subprocess.run([sys.executable, '-m', 'fcn_jax.predict', f'--workdir={workdir}',
+                        f'--input={tmp_path}/scan.npy', f'--output={tmp_path / "out"}',
+                        '--tile=32', '--batch=4'], capture_output=True, text=True, check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert '(tiled, 1 compilation(s))' in out.stdout
+  model, _ = inference.load_trained(workdir)
+  whole = inference.predict(model, image.astype(np.float32) / 255)
+  np.testing.assert_allclose(np.load(tmp_path / 'out' / 'scan.npy'), whole, rtol=1e-5, atol=1e-6)

@@ -69,3 +69,34 @@ def test_models_that_see_the_whole_image_are_refused():
                            rngs=nnx.Rngs(0))
   with pytest.raises(inference.TilingError, match='GroupNorm'):
     inference.predict_tiled(group, np.zeros((32, 32, 1), np.float32))
+
+
+def test_out_of_core_from_a_memmap_resumes_after_interruption(tmp_path, monkeypatch):
+  model = models.get_model(dict(name='patch_net'), rngs=nnx.Rngs(0))
+  image = (np.random.default_rng(2).random((300, 410, 3)) * 255).astype(np.uint8)
+  np.save(tmp_path / 'big.npy', image)
+  whole = inference.predict(model, image.astype(np.float32) / 255)
+  source = inference.open_image(str(tmp_path / 'big.npy'))
+  assert isinstance(source, np.memmap)
+  output = str(tmp_path / 'out.npy')
+
+  forward, calls, crashed = inference._tiled_forward, [], []  # pylint: disable=protected-access
+
+  def crash_on_third_batch(*args):
+    calls.append(1)
+    if len(calls) == 3 and not crashed:
+      crashed.append(1)
+      raise InterruptedError('killed')
+    return forward(*args)
+
+  monkeypatch.setattr(inference, '_tiled_forward', crash_on_third_batch)
+  with pytest.raises(InterruptedError):
+    inference.predict_to_file(model, source, output, tile=64, batch=4, progress=False)
+  assert not (tmp_path / 'out.npy').exists()  # no file under the final name until complete
+  calls.clear()
+  inference.predict_to_file(model, source, output, tile=64, batch=4, progress=False)
+  g = geometry.of(model)
+  total = np.prod([inference.axis_tiling(g, n, a, 64).count for a, n in enumerate((300, 410))])
+  assert len(calls) == int(np.ceil((total - 8) / 4))  # the 8 finished tiles are not redone
+  np.testing.assert_allclose(np.load(output), whole, rtol=1e-5, atol=1e-6)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['big.npy', 'out.npy']
