@@ -629,6 +629,8 @@ def check(model: Any, shape: Sequence[int]) -> None:
   if len(shape) != 4:
     raise ValueError(f'{type(model).__name__} expects NHWC input (4 dimensions), got shape '
                      f'{tuple(shape)}')
+  if not all(isinstance(d, int) for d in shape[1:3]):
+    return  # symbolic sizes (jax.export): checked by the exported function's shape constraints
   of(model).check(shape[1:3])
 
 

@@ -369,6 +369,8 @@ class _Pool(nnx.Module):
 
   def _padding(self, x) -> tuple[Pair, Pair]:
     """Explicit padding, extended at the bottom/right for ceil mode's partial windows."""
+    if not self.ceil_mode:
+      return self.padding
     out = geometry.of(self).output_size(x.shape[1:3])
     return tuple((lo, max(hi, (o - 1) * s + k - n - lo)) for (lo, hi), o, s, k, n in
                  zip(self.padding, out, self.stride, self.window, x.shape[1:3]))

@@ -87,3 +87,17 @@ def test_predict_cli_tiled_out_of_core_matches_whole(tmp_path, workdir):
   model, _ = inference.load_trained(workdir)
   whole = inference.predict(model, image.astype(np.float32) / 255)
   np.testing.assert_allclose(np.load(tmp_path / 'out' / 'scan.npy'), whole, rtol=1e-5, atol=1e-6)
+
+
+def test_export_round_trip_runs_at_any_size(workdir):
+  model, _ = inference.load_trained(workdir)
+  run = inference.load_exported(inference.export(model, 3))
+  for size in [(64, 64), (37, 53), (200, 8)]:
+    images = np.random.default_rng(0).random((2, *size, 3), dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(run(images)), np.asarray(model(images)), rtol=1e-5,
+                               atol=1e-6)
+  from fcn_jax import models  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  unet = models.get_model(dict(name='unet', depth=2, width=4, padding='same'), rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match='unet cannot be exported with symbolic sizes'):
+    inference.export(unet, 1)
