@@ -1,5 +1,7 @@
 """Exact tiled inference: tiled == whole image, for every kind of model, at awkward sizes."""
 
+import hypothesis
+import hypothesis.strategies as st
 import numpy as np
 import pytest
 from flax import nnx
@@ -7,6 +9,7 @@ from flax import nnx
 from fcn_jax import geometry
 from fcn_jax import inference
 from fcn_jax import models
+from tests import test_geometry
 
 # (model config, input channels, image sizes, tile size)
 CASES = {
@@ -100,3 +103,20 @@ def test_out_of_core_from_a_memmap_resumes_after_interruption(tmp_path, monkeypa
   assert len(calls) == int(np.ceil((total - 8) / 4))  # the 8 finished tiles are not redone
   np.testing.assert_allclose(np.load(output), whole, rtol=1e-5, atol=1e-6)
   assert sorted(p.name for p in tmp_path.iterdir()) == ['big.npy', 'out.npy']
+
+
+@hypothesis.settings(max_examples=15, deadline=None)
+@hypothesis.given(specs=st.lists(test_geometry.LAYER, min_size=1, max_size=4),
+                  extra=st.tuples(st.integers(0, 40), st.integers(0, 40)),
+                  tile=st.sampled_from([8, 16, 24]))
+def test_random_stacks_tile_exactly(specs, extra, tile):
+  """Random convs (stride, dilation, asymmetric padding), pools, transposed convs, up-sampling."""
+  model = test_geometry.build(specs)
+  g = geometry.of(model)
+  size = tuple(g.min_input_size[a] + extra[a] for a in range(2))
+  hypothesis.assume(all(g._ok(n, a) for a, n in enumerate(size)))  # pylint: disable=protected-access
+  hypothesis.assume(all(f.jump.denominator == 1 for f in g.field(size)))
+  image = np.random.default_rng(0).random((*size, 2), dtype=np.float32)
+  whole = inference.predict(model, image)
+  tiled = inference.predict_tiled(model, image, tile=tile, batch=2)
+  np.testing.assert_allclose(tiled, whole, rtol=1e-5, atol=1e-5 * max(np.abs(whole).max(), 1e-6))

@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks; each writes its table into benchmarks/README.md."""
