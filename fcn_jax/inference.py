@@ -290,8 +290,24 @@ def predict_tiled(model: nnx.Module, image: np.ndarray, tile: int = 256,
   return out
 
 
+class _WithChannelAxis:
+  """An `(H, W)` array-like seen as `(H, W, 1)` (slicing reads only what is asked)."""
+
+  def __init__(self, array):
+    self.array, self.dtype = array, array.dtype
+    self.shape = (*array.shape, 1)
+
+  def __getitem__(self, index):
+    return np.asarray(self.array[index[:2]])[..., None]
+
+
 def open_image(path: str):
-  """A read-only `(H, W, C)` memory map of a `.npy` or uncompressed TIFF file (no copy in RAM)."""
+  """A read-only `(H, W, C)` view of a `.npy`, uncompressed TIFF (memory maps) or `.zarr` array.
+
+  Slices are read from disk on demand; nothing is loaded whole (except compressed
+  TIFFs, which tifffile cannot map).
+  """
+  path = path.rstrip('/')
   if path.endswith('.npy'):
     array = np.load(path, mmap_mode='r')
   elif path.endswith(('.tif', '.tiff')):
@@ -300,40 +316,69 @@ def open_image(path: str):
       array = tifffile.memmap(path, mode='r')
     except ValueError:  # compressed or tiled TIFF: read it (needs RAM)
       array = tifffile.imread(path)
+  elif path.endswith('.zarr'):
+    import zarr  # pylint: disable=g-import-not-at-top
+    array = zarr.open_array(path, mode='r')
   else:
-    raise ValueError(f'{path!r}: out-of-core input must be .npy or .tif(f)')
-  return array[..., None] if array.ndim == 2 else array
+    raise ValueError(f'{path!r}: out-of-core input must be .npy, .tif(f) or .zarr')
+  if array.ndim == 2:
+    return array[..., None] if isinstance(array, np.ndarray) else _WithChannelAxis(array)
+  if array.ndim != 3:
+    raise ValueError(f'{path!r}: expected an HxW or HxWxC image, got shape {array.shape}')
+  return array
+
+
+def _create_output(path: str, shape, chunks):
+  """A writable float32 array on disk: `.npy` memory map or `.zarr` (chunked like the tiles)."""
+  if path.endswith('.zarr'):
+    import zarr  # pylint: disable=g-import-not-at-top
+    return zarr.create_array(store=path, shape=shape, chunks=chunks, dtype='float32',
+                             overwrite=True)
+  return np.lib.format.open_memmap(path, mode='w+', dtype=np.float32, shape=shape)
+
+
+def _open_output(path: str):
+  if path.endswith('.zarr'):
+    import zarr  # pylint: disable=g-import-not-at-top
+    return zarr.open_array(path, mode='r+')
+  return np.load(path, mmap_mode='r+')
 
 
 def predict_to_file(model: nnx.Module, image, output: str, tile: int = 256, batch: int = 8,
                     progress: bool = True) -> str:
-  """Tiled prediction of a (possibly larger than memory) image into a `.npy` file.
+  """Tiled prediction of a (possibly larger than memory) image into a `.npy` or `.zarr` output.
 
-  The output is written tile by tile into `<output>.partial.npy` (a memory map)
-  and renamed to `output` when complete, so a file under the final name is
-  always whole. Finished tiles are recorded in `<output>.done.json` after each
-  batch: running again after an interruption computes only the missing tiles.
-  Memory: one batch of windows plus the pages of the maps being touched.
+  The output is written tile by tile into `<stem>.partial.<ext>` and renamed to
+  `output` when complete, so a file under the final name is always whole.
+  Finished tiles are recorded in `<output>.done.json` after each batch: running
+  again after an interruption computes only the missing tiles. Memory: one batch
+  of windows plus the pages of the arrays being touched.
   """
   import tqdm  # pylint: disable=g-import-not-at-top
-  partial, done_path = output + '.partial.npy', output + '.done.json'
+  output = output.rstrip('/')
+  stem, ext = os.path.splitext(output)
+  if ext not in ('.npy', '.zarr'):
+    raise ValueError(f'output {output!r} must end in .npy or .zarr')
+  partial, done_path = f'{stem}.partial{ext}', output + '.done.json'
   shape = output_shape(model, image.shape)
+  g = geometry.of(model)
+  axes = [axis_tiling(g, n, a, tile) for a, n in enumerate(image.shape[:2])]
   done: set[tuple[int, int]] = set()
   if os.path.exists(partial) and os.path.exists(done_path):
     with open(done_path) as f:
       done = {tuple(t) for t in json.load(f)}
-    out = np.load(partial, mmap_mode='r+')
-    if out.shape != shape:
+    out = _open_output(partial)
+    if tuple(out.shape) != shape:
       raise ValueError(f'{partial} has shape {out.shape}, not {shape}: delete it to start over')
   else:
-    out = np.lib.format.open_memmap(partial, mode='w+', dtype=np.float32, shape=shape)
-  g = geometry.of(model)
-  total = math.prod(axis_tiling(g, n, a, tile).count for a, n in enumerate(image.shape[:2]))
+    out = _create_output(partial, shape, (axes[0].kept, axes[1].kept, shape[2]))
+  total = axes[0].count * axes[1].count
   with tqdm.tqdm(total=total, initial=len(done), unit='tile', disable=not progress) as bar:
     for chunk, keeps, pieces in _tiles(model, image, tile, batch, skip=frozenset(done)):
       for keep, piece in zip(keeps, pieces):
         out[keep[0], keep[1]] = piece
-      out.flush()
+      if isinstance(out, np.memmap):
+        out.flush()
       done.update(chunk)
       with open(done_path + '.tmp', 'w') as f:
         json.dump(sorted(done), f)
@@ -343,38 +388,3 @@ def predict_to_file(model: nnx.Module, image, output: str, tile: int = 256, batc
   os.replace(partial, output)
   os.remove(done_path)
   return output
-
-
-# --------------------------------------------------------------------------
-# Export.
-
-
-def export(model: nnx.Module, in_channels: int) -> bytes:
-  """A serialized `jax.export` artifact of the model with symbolic batch, height and width.
-
-  The parameters are baked in: `jax.export.deserialize(data).call(images)` runs
-  the model on `(N, H, W, C)` float32 images of any valid size without the
-  Python model code. Nets whose forward pass does size-dependent Python
-  arithmetic (resizing matrices, max-unpooling, skip crops, ceil-mode pooling)
-  need concrete sizes and are refused with a `ValueError`.
-  """
-  model.eval()
-  graphdef, state = nnx.split(model)
-
-  def forward(images):
-    return nnx.merge(graphdef, state)(images)
-
-  shape = jax.export.symbolic_shape('b, h, w')
-  try:
-    exported = jax.export.export(jax.jit(forward))(
-        jax.ShapeDtypeStruct((*shape, in_channels), np.float32))
-  except Exception as e:  # pylint: disable=broad-exception-caught
-    raise ValueError(f'{geometry.of(model).name} cannot be exported with symbolic sizes '
-                     f'({type(e).__name__}: {str(e).splitlines()[0][:200]}); export nets '
-                     'built from convs, pools and pointwise layers') from None
-  return exported.serialize()
-
-
-def load_exported(data: bytes):
-  """The callable of a serialized export: `fn(images) -> logits`."""
-  return jax.export.deserialize(bytearray(data)).call

@@ -11,8 +11,9 @@ whole image, and writes `<output>/<name>.npy` (the raw logits) and
 image). Prints the output shape and the time of each image. Files are written
 under a temporary name and renamed, so a crash never leaves a partial file.
 With `--tile`, inference is exact and tiled (`fcn_jax.inference.predict_tiled`);
-`.npy`/`.tif` inputs are then memory-mapped and the output is written tile by
-tile, so images larger than RAM work and an interrupted run resumes.
+`.npy`/`.tif`/`.zarr` inputs are then read tile by tile and the output written
+tile by tile (`--format=npy|zarr`), so images larger than RAM work and an
+interrupted run resumes.
 """
 
 import glob
@@ -45,6 +46,8 @@ def define_flags() -> None:
                        'pixels a side (default: whole image). .npy/.tif inputs are then read '
                        'as memory maps and the output written tile by tile (resumable).')
   flags.DEFINE_integer('batch', 8, 'Tiles per batch (with --tile).')
+  flags.DEFINE_enum('format', 'npy', ['npy', 'zarr'], 'Output format of the raw logits of '
+                    'out-of-core (--tile) runs.')
   flags.mark_flags_as_required(['workdir', 'input'])
 
 
@@ -106,13 +109,15 @@ def main(argv):
     output = FLAGS.output or os.path.join(FLAGS.workdir, 'predictions')
     os.makedirs(output, exist_ok=True)
     for path in paths:
-      name = os.path.splitext(os.path.basename(path))[0]
+      name = os.path.splitext(os.path.basename(path.rstrip('/')))[0]
       target = os.path.join(output, f'{name}.npy')
       t0 = time.time()
-      if FLAGS.tile and path.endswith(('.npy', '.tif', '.tiff')):  # out of core
-        source = inference.open_image(path)
+      if FLAGS.tile and path.rstrip('/').endswith(('.npy', '.tif', '.tiff', '.zarr')):
+        source = inference.open_image(path)  # out of core: read and written tile by tile
+        target = os.path.join(output, f'{name}.{FLAGS.format}')
         inference.predict_to_file(model, source, target, FLAGS.tile, FLAGS.batch)
-        logits = np.load(target, mmap_mode='r')
+        logits = inference.open_image(target) if FLAGS.format == 'zarr' else np.load(
+            target, mmap_mode='r')
         print(f'{path}: input {"x".join(map(str, source.shape))} -> output '
               f'{"x".join(map(str, logits.shape))} in {time.time() - t0:.2f}s (tiled, '
               f'{inference.compilations()} compilation(s))')

@@ -120,3 +120,17 @@ def test_random_stacks_tile_exactly(specs, extra, tile):
   whole = inference.predict(model, image)
   tiled = inference.predict_tiled(model, image, tile=tile, batch=2)
   np.testing.assert_allclose(tiled, whole, rtol=1e-5, atol=1e-5 * max(np.abs(whole).max(), 1e-6))
+
+
+def test_out_of_core_zarr_in_and_out(tmp_path):
+  import zarr  # pylint: disable=g-import-not-at-top
+  image = (np.random.default_rng(4).random((96, 136)) * 255).astype(np.uint8)  # 2-D: grey
+  source = zarr.create_array(store=str(tmp_path / 'in.zarr'), shape=image.shape,
+                             chunks=(32, 32), dtype='uint8')
+  source[:] = image
+  model = models.get_model(dict(name='encoder_decoder', in_channels=1), rngs=nnx.Rngs(0))
+  whole = inference.predict(model, image[..., None].astype(np.float32) / 255)
+  out = inference.predict_to_file(model, inference.open_image(str(tmp_path / 'in.zarr')),
+                                  str(tmp_path / 'out.zarr'), tile=32, batch=4, progress=False)
+  np.testing.assert_allclose(zarr.open_array(out)[:], whole, rtol=1e-5, atol=1e-6)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['in.zarr', 'out.zarr']
