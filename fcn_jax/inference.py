@@ -388,3 +388,38 @@ def predict_to_file(model: nnx.Module, image, output: str, tile: int = 256, batc
   os.replace(partial, output)
   os.remove(done_path)
   return output
+
+
+# --------------------------------------------------------------------------
+# Export.
+
+
+def export(model: nnx.Module, in_channels: int) -> bytes:
+  """A serialized `jax.export` artifact of the model with symbolic batch, height and width.
+
+  The parameters are baked in: `jax.export.deserialize(data).call(images)` runs
+  the model on `(N, H, W, C)` float32 images of any valid size without the
+  Python model code. Nets whose forward pass does size-dependent Python
+  arithmetic (resizing matrices, max-unpooling, skip crops, ceil-mode pooling)
+  need concrete sizes and are refused with a `ValueError`.
+  """
+  model.eval()
+  graphdef, state = nnx.split(model)
+
+  def forward(images):
+    return nnx.merge(graphdef, state)(images)
+
+  shape = jax.export.symbolic_shape('b, h, w')
+  try:
+    exported = jax.export.export(jax.jit(forward))(
+        jax.ShapeDtypeStruct((*shape, in_channels), np.float32))
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    raise ValueError(f'{geometry.of(model).name} cannot be exported with symbolic sizes '
+                     f'({type(e).__name__}: {str(e).splitlines()[0][:200]}); export nets '
+                     'built from convs, pools and pointwise layers') from None
+  return exported.serialize()
+
+
+def load_exported(data: bytes):
+  """The callable of a serialized export: `fn(images) -> logits`."""
+  return jax.export.deserialize(bytearray(data)).call
