@@ -162,6 +162,7 @@ class Window(Node):
   pad_limit: str | None = None  # None | 'reflect' | 'circular'
   exact: bool = False  # the windows must cover the input exactly (no rows left over)
   ceil: bool = False  # ceil-mode pooling: a last, partial window covers left-over rows
+  fill: str = 'zeros'  # what the padding holds: zeros | -inf | reflect | replicate | circular
   key: int = dataclasses.field(default=0, compare=False)  # id() of the layer (exact tiling)
 
   def axis(self, n, a):

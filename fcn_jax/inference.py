@@ -135,7 +135,27 @@ def plan(node: geometry.Node, n: int, tile: int, origin: int, a: int,
   key = getattr(node, 'key', 0)
   if key:
     extents.setdefault(key, []).extend([-origin, n - origin])
+    _check_mirror_sources(node, -origin, n - origin, tile, a)
   return node.axis(n, a)[0], _leaf_origin(node, n, origin, a)
+
+
+def _check_mirror_sources(node: geometry.Node, lo: int, hi: int, tile: int, a: int):
+  """A tile that holds positions outside the image at a reflect/replicate layer must also
+  hold the in-image positions those are rebuilt from (the image rows `[lo, hi)` of a tile
+  of `tile` rows at this layer)."""
+  if isinstance(node, geometry.Window) and node.fill in ('reflect', 'replicate'):
+    fill, (pad_lo, pad_hi) = node.fill, node.padding[a]
+  elif isinstance(node, geometry.Resize) and node.method == 'bilinear':
+    fill, pad_lo, pad_hi = 'replicate', 1, 1  # bilinear clamps at the border
+  else:
+    return
+  reach = (lambda outside, pad: min(outside, pad)) if fill == 'reflect' else (lambda *_: 0)
+  inside_lo, inside_hi = max(lo, 0), min(hi, tile)
+  if ((lo > 0 and pad_lo and not lo + reach(lo, pad_lo) < inside_hi) or
+      (hi < tile and pad_hi and not hi - 1 - reach(tile - hi, pad_hi) >= inside_lo)):
+    raise TilingError(f'{node.name}: a tile of {tile} positions along axis {a} at this layer '
+                      f'does not hold the image positions its {fill} padding copies at the image '
+                      f'border; use a larger tile')
 
 
 def alignment(node: geometry.Node, a: int) -> int:
@@ -197,13 +217,68 @@ def axis_tiling(g: geometry.Geometry, n: int, a: int, tile: int) -> AxisTiling:
   step = max(1, math.ceil(tile / period)) * period
   halo = math.ceil(max(Fraction(0), -field.start) / period) * period
   needed = math.ceil(step + halo - jump + field.start + field.size)
-  size = needed
-  while not g._ok(size, a):  # pylint: disable=protected-access
-    size += 1
-    if size > needed + 4096:
-      raise TilingError(f'{g.name}: no valid tile size near {needed}')
   kept = step // jump
+  size = needed
+  # The affine field is a lower bound: a tile can also lose outputs at its own edges
+  # (a transposed conv's cropping, ceil-mode pools, up-sampling's edge taps), so grow
+  # the halo and the window until an interior tile computes every output it keeps
+  # from real context.
+  while True:
+    if size > needed + 4096:
+      raise TilingError(f'{g.name}: no exact tile size near {needed} along axis {a}')
+    start_ok, end_ok = _keeps_exact(g.node, n, size, step, halo, kept, a)
+    if not start_ok:
+      halo, size = halo + period, size + period
+    elif not (end_ok and g._ok(size, a)):  # pylint: disable=protected-access
+      size += 1
+    else:
+      break
   return AxisTiling(size, step, halo, max(1, math.ceil(out_size / kept)), kept, out_size)
+
+
+def _keeps_exact(node: geometry.Node, n: int, size: int, step: int, halo: int, kept: int,
+                 a: int) -> tuple[bool, bool]:
+  """Whether an interior tile (origin `step - halo`) computes its kept outputs exactly,
+  judged separately at the tile's start and end.
+
+  Kept outputs are exact when, at every layer, they read only positions that the
+  tile holds: nothing from the tile's own padding or edge clamping.
+  """
+  try:
+    _, origin_out = plan(node, max(n, 2 * step + size), size, step - halo, a, {})
+    out_size = node.axis(size, a)[0]
+  except geometry.GeometryError:
+    return True, False  # too small a window: grow it
+  first = kept - origin_out
+  last = first + kept - 1
+  if first < 0:
+    return False, True
+  if last >= out_size:
+    return True, False
+  return _reads_inside(node, first, last, size, a)
+
+
+def _reads_inside(node: geometry.Node, first: int, last: int, n: int,
+                  a: int) -> tuple[bool, bool]:
+  """Whether outputs `first..last` of `node` (input size `n`) read in-range positions only,
+  at the start and at the end of the range."""
+  if isinstance(node, geometry.Chain):
+    sizes = [n]
+    for child in node.nodes[:-1]:
+      sizes.append(child.axis(sizes[-1], a)[0])
+    ok = (True, True)
+    for child, size in zip(reversed(node.nodes), reversed(sizes)):
+      ok = tuple(x and y for x, y in zip(ok, _reads_inside(child, first, last, size, a)))
+      first, last = child.back(first, last, size, a)
+    return ok
+  if isinstance(node, geometry.Merge):
+    _, offsets, _ = node.offsets(n, a)
+    oks = [_reads_inside(branch, first + o, last + o, n, a)
+           for b, (branch, o) in enumerate(zip(node.branches, offsets))
+           if node.combine != 'crop' or b != node.reference]
+    return all(ok[0] for ok in oks), all(ok[1] for ok in oks)
+  lo, hi = node.back(first, last, n, a)
+  return first >= 0 and lo >= 0, last < node.axis(n, a)[0] and hi <= n - 1
 
 
 _TRACES = {'tiled': 0}
@@ -243,7 +318,9 @@ def _tiles(model: nnx.Module, image, tile: int, batch: int, skip=frozenset()):
     origins = []
     for b, tile_index in enumerate(chunk + [chunk[-1]] * (batch - len(chunk))):
       starts = [k * ax.step - ax.halo for k, ax in zip(tile_index, axes)]
-      src = [slice(max(s, 0), min(s + ax.size, n)) for s, ax, n in zip(starts, axes, (h, w))]
+      # A tile may lie wholly past the image (outputs of a net that pads beyond it).
+      src = [slice(min(max(s, 0), n), max(min(s + ax.size, n), min(max(s, 0), n)))
+             for s, ax, n in zip(starts, axes, (h, w))]
       dst = [slice(sl.start - s, sl.stop - s) for sl, s in zip(src, starts)]
       windows[b, dst[0], dst[1]] = np.asarray(image[src[0], src[1]], np.float32) * scale
       out_origin = []

@@ -180,7 +180,8 @@ class Conv(nnx.Module):
     n_params += self.out_channels if self.bias is not None else 0
     limit = {'reflect': 'reflect', 'circular': 'circular'}.get(self.padding_mode)
     return geometry.Window('Conv', self.kernel_size, self.stride, self.dilation, self.padding,
-                           self.out_channels, n_params, limit, key=id(self))
+                           self.out_channels, n_params, limit, fill=self.padding_mode,
+                           key=id(self))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     _check(self, x)

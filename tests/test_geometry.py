@@ -106,14 +106,14 @@ LAYER = st.one_of(
 )
 
 
-def build(specs):
+def build(specs, padding_mode='zeros'):
   rngs, stack = nnx.Rngs(0), []
   for spec in specs:
     kind = spec[0]
     if kind == 'conv':
       _, k, s, d, lo, hi = spec
       stack.append(layers.Conv(2, 2, k, stride=s, dilation=d, padding=((lo, hi), (hi, lo)),
-                               rngs=rngs))
+                               padding_mode=padding_mode, rngs=rngs))
     elif kind in ('avgpool', 'maxpool'):
       _, k, s = spec
       stack.append((layers.AvgPool if kind == 'avgpool' else layers.MaxPool)(k, s))
@@ -157,6 +157,7 @@ def _size_with_interior_output(g, a):
 
 
 @hypothesis.settings(max_examples=30, deadline=None)
+@hypothesis.example(specs=[('convT', 1, 3, 0), ('conv', 3, 1, 2, 0, 0)], extra=0)
 @hypothesis.given(specs=st.lists(LAYER, min_size=1, max_size=4), extra=st.integers(0, 6))
 def test_probe_agrees_with_algebra(specs, extra):
   model = build(specs)
@@ -167,6 +168,9 @@ def test_probe_agrees_with_algebra(specs, extra):
   fields = g.field(size)
   out = g.output_size(size)
   no_max = all(s[0] != 'maxpool' for s in specs)
+  # A transposed conv whose stride exceeds its kernel leaves holes (outputs no input reaches);
+  # spans of ranges are unions, so after one the algebra is an upper bound only.
+  holes = any(s[0] == 'convT' and s[1] < s[2] for s in specs)
   # Several outputs so that every phase of a fractional stride is seen.
   j = out[1] // 2
   indices = [(i, j) for i in range(out[0] // 2, min(out[0], out[0] // 2 + 4))]
@@ -179,11 +183,11 @@ def test_probe_agrees_with_algebra(specs, extra):
     if not ok:
       continue
     if measured is None:  # a hole of a transposed conv whose stride exceeds its kernel
-      assert any(first > last for first, last in span)
+      assert holes and (len(specs) > 1 or any(first > last for first, last in span))
       continue
     for m, exact, bound in zip(measured, span, box):
       assert bound[0] <= exact[0] <= m[0] and m[1] <= exact[1] <= bound[1], (measured, span, box)
-      if no_max:  # linear nets: the gradient reaches every input the algebra names
+      if no_max and not holes:  # linear nets: the gradient reaches every input the algebra names
         assert m == exact, (measured, span)
 
 
