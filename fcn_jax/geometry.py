@@ -390,6 +390,31 @@ class Merge(Node):
     return [tuple(slice(off[1][b], off[1][b] + off[0]) for off in per_axis)
             for b in range(len(self.branches))]
 
+  def align(self, size: Sequence[Any], outputs: Sequence[Any]) -> list[Any]:
+    """The branches' NHWC `outputs` for input `size`, each cropped to align with the reference.
+
+    With symbolic sizes (`jax.export`) the offsets are those of the smallest accepted
+    size (they depend only on the branches' fields, the same for every size when
+    the branches contain no global or fixed-size layers), and the crop takes the
+    reference output's own (symbolic) size.
+    """
+    offsets = []
+    for a in range(2):
+      n = size[a] if isinstance(size[a], int) else self._some_accepted_size(a)
+      offsets.append(self.offsets(n, a)[1])
+    ref = outputs[self.reference].shape[1:3]
+    return [out[:, offsets[0][b]:offsets[0][b] + ref[0], offsets[1][b]:offsets[1][b] + ref[1]]
+            for b, out in enumerate(outputs)]
+
+  def _some_accepted_size(self, a: int, limit: int = 4096) -> int:
+    for n in range(1, limit):
+      try:
+        self.offsets(n, a)
+        return n
+      except GeometryError:
+        pass
+    raise GeometryError(f'{self.name}: no input size up to {limit} aligns the branches')
+
   def axis(self, n, a):
     ref_size, offsets, fields = self.offsets(n, a)
     jump = fields[self.reference].jump

@@ -315,6 +315,30 @@ def resize(x: jax.Array, size: Pair, method: str = 'bilinear') -> jax.Array:
   return jnp.einsum('oh,nhwc,pw->nopc', mh, x, mw)
 
 
+def upsample(x: jax.Array, factor: Pair, method: str = 'bilinear') -> jax.Array:
+  """`resize(x, factor * size, method)` for integer factors, without size arithmetic.
+
+  Output row `f*i + r` is a fixed blend of input rows `i - 1, i, i + 1` (phase `r`), with
+  edge replication at the border, so the op works on symbolic sizes (`jax.export`).
+  """
+  for axis, f in zip((1, 2), factor):
+    if f == 1:
+      continue
+    if method == 'nearest':
+      x = jnp.repeat(x, f, axis=axis)
+      continue
+    n = x.shape[axis]
+    padded = jnp.pad(x, [(1, 1) if a == axis else (0, 0) for a in range(x.ndim)], mode='edge')
+    prev, here, after = (lax.slice_in_dim(padded, k, k + n, axis=axis) for k in range(3))
+    phases = []
+    for r in range(f):
+      delta = (r + 0.5) / f - 0.5  # source offset of phase r, in (-1/2, 1/2)
+      phases.append((1 - abs(delta)) * here + abs(delta) * (after if delta > 0 else prev))
+    x = jnp.stack(phases, axis=axis + 1)
+    x = x.reshape(*x.shape[:axis], n * f, *x.shape[axis + 2:])
+  return x
+
+
 class Upsample(nnx.Module):
   """Nearest or bilinear resizing by an integer `factor` or to a fixed `size`."""
 
@@ -335,8 +359,9 @@ class Upsample(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     _check(self, x)
     x = _tile_border(self, x, 'replicate')  # bilinear clamps at the image border
-    size = self.size or (x.shape[1] * self.factor[0], x.shape[2] * self.factor[1])
-    return resize(x, size, self.method)
+    if self.size is not None:
+      return resize(x, self.size, self.method)
+    return upsample(x, self.factor, self.method)
 
 
 # --------------------------------------------------------------------------
@@ -372,6 +397,13 @@ class _Pool(nnx.Module):
     """Explicit padding, extended at the bottom/right for ceil mode's partial windows."""
     if not self.ceil_mode:
       return self.padding
+    if not all(isinstance(n, int) for n in x.shape[1:3]):
+      # Symbolic sizes (jax.export): s - 1 more rows at the end make floor mode count
+      # ceil mode's windows, and none starts in the padding as long as hi + s <= k.
+      if any(hi + s > k for (_, hi), s, k in zip(self.padding, self.stride, self.window)):
+        raise ValueError(f'ceil-mode pooling with window {self.window}, stride {self.stride} '
+                         f'and padding {self.padding} needs concrete sizes')
+      return tuple((lo, hi + s - 1) for (lo, hi), s in zip(self.padding, self.stride))
     out = geometry.of(self).output_size(x.shape[1:3])
     return tuple((lo, max(hi, (o - 1) * s + k - n - lo)) for (lo, hi), o, s, k, n in
                  zip(self.padding, out, self.stride, self.window, x.shape[1:3]))
@@ -395,9 +427,11 @@ class MaxPool(_Pool):
     if not self.return_switches:
       return self._reduce(x, -jnp.inf, lax.max)
     _, h, w, _ = x.shape
-    (out_h, out_w) = geometry.of(self).output_size((h, w))
+    padding = self._padding(x)
+    out_h, out_w = ((n + lo + hi - k) // s + 1 for n, (lo, hi), k, s in
+                    zip((h, w), padding, self.window, self.stride))
     (top, _), (left, _) = self.padding
-    xp = jnp.pad(x, ((0, 0), *self._padding(x), (0, 0)), constant_values=-jnp.inf)
+    xp = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=-jnp.inf)
     (sh, sw), (kh, kw) = self.stride, self.window
     taps = [xp[:, a:a + sh * (out_h - 1) + 1:sh, b:b + sw * (out_w - 1) + 1:sw]
             for a in range(kh) for b in range(kw)]
@@ -446,7 +480,8 @@ class MaxUnpool(nnx.Module):
       raise ValueError(f'switches shape {switches.shape} must equal the input shape {x.shape}')
     x = _tile_border(self, x, 'zeros')
     n, h, w, c = x.shape
-    out_h, out_w = geometry.of(self).output_size((h, w))
+    out_h, out_w = ((m - 1) * s - lo - hi + k + extra for m, s, (lo, hi), k, extra in
+                    zip((h, w), self.stride, self.padding, self.window, self.output_padding))
     flat = jnp.zeros((n, c, out_h * out_w), x.dtype)
     values = x.transpose(0, 3, 1, 2).reshape(n, c, h * w)
     index = switches.transpose(0, 3, 1, 2).reshape(n, c, h * w)

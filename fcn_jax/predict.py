@@ -2,6 +2,7 @@ r"""Runs a trained model on image files of any (valid) size.
 
   python -m fcn_jax.predict --workdir=/tmp/fcn_default --input='photos/*.png' --output=/tmp/out
   python -m fcn_jax.predict --workdir=/tmp/fcn_default --input=scan.npy --tile=512  # huge image
+  python -m fcn_jax.predict --workdir=/tmp/fcn_default --export=/tmp/model.jaxexport
 
 Loads the model of a training run (latest checkpoint, or `--step`), reads each
 input (PNG, JPEG, TIFF via Pillow, or `.npy` HxWxC arrays; uint8 images are
@@ -18,6 +19,7 @@ interrupted run resumes.
 
 import glob
 import os
+import pathlib
 import sys
 import time
 
@@ -46,9 +48,12 @@ def define_flags() -> None:
                        'pixels a side (default: whole image). .npy/.tif inputs are then read '
                        'as memory maps and the output written tile by tile (resumable).')
   flags.DEFINE_integer('batch', 8, 'Tiles per batch (with --tile).')
+  flags.DEFINE_string('export', None, 'Instead of predicting, write the model as a jax.export '
+                      'artifact with symbolic sizes to this path (run it with '
+                      'fcn_jax.inference.load_exported).')
   flags.DEFINE_enum('format', 'npy', ['npy', 'zarr'], 'Output format of the raw logits of '
                     'out-of-core (--tile) runs.')
-  flags.mark_flags_as_required(['workdir', 'input'])
+  flags.mark_flags_as_required(['workdir'])
 
 
 def read_image(path: str) -> np.ndarray:
@@ -96,9 +101,28 @@ def _write_atomically(path: str, write) -> None:
   os.replace(tmp, path)
 
 
+def export(workdir: str, step: int | None, path: str) -> int:
+  """Writes the trained model as a serialized `jax.export` artifact; returns the exit code."""
+  try:
+    model, config = inference.load_trained(workdir, step)
+    data = inference.export(model, config.model.get('in_channels', 3))
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  _write_atomically(path, lambda p: pathlib.Path(p).write_bytes(data))
+  lattice = [inference.size_lattice(model, a) for a in range(2)]
+  print(f'wrote {path} ({len(data) / 1e6:.1f} MB): {geometry.of(model).name}, sizes ' +
+        ' x '.join(f'{first}+{period}k' if period else str(first) for first, period in lattice))
+  return 0
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if FLAGS.export:
+    return export(FLAGS.workdir, FLAGS.step, FLAGS.export)
+  if not FLAGS.input:
+    raise app.UsageError('give --input (images to predict) or --export (a path to write)')
   paths = sorted(glob.glob(FLAGS.input)) or ([FLAGS.input] if os.path.exists(FLAGS.input) else [])
   if not paths:
     raise app.UsageError(f'no file matches --input={FLAGS.input}')

@@ -5,12 +5,14 @@ import subprocess
 import sys
 
 import numpy as np
+from flax import nnx
 import pytest
 from PIL import Image
 
 from configs import default
 from fcn_jax import geometry
 from fcn_jax import inference
+from fcn_jax import models
 from fcn_jax import predict
 from fcn_jax import train
 
@@ -89,15 +91,43 @@ def test_predict_cli_tiled_out_of_core_matches_whole(tmp_path, workdir):
   np.testing.assert_allclose(np.load(tmp_path / 'out' / 'scan.npy'), whole, rtol=1e-5, atol=1e-6)
 
 
-def test_export_round_trip_runs_at_any_size(workdir):
+def test_export_round_trip_runs_at_any_size(tmp_path, workdir):
+  """`predict --export` writes an artifact that runs without the model code at any size."""
   model, _ = inference.load_trained(workdir)
-  run = inference.load_exported(inference.export(model, 3))
+  out = subprocess.run([sys.executable, '-m', 'fcn_jax.predict', f'--workdir={workdir}',
+                        f'--export={tmp_path / "model.jaxexport"}'],
+                       capture_output=True, text=True, check=False)
+  assert out.returncode == 0, out.stderr
+  assert 'sizes 1+1k x 1+1k' in out.stdout
+  run = inference.load_exported((tmp_path / 'model.jaxexport').read_bytes())
   for size in [(64, 64), (37, 53), (200, 8)]:
     images = np.random.default_rng(0).random((2, *size, 3), dtype=np.float32)
     np.testing.assert_allclose(np.asarray(run(images)), np.asarray(model(images)), rtol=1e-5,
                                atol=1e-6)
-  from fcn_jax import models  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  unet = models.get_model(dict(name='unet', depth=2, width=4, padding='same'), rngs=nnx.Rngs(0))
-  with pytest.raises(ValueError, match='unet cannot be exported with symbolic sizes'):
-    inference.export(unet, 1)
+
+
+EXPORTED = {  # config, in_channels, sizes (the lattice is first + period*k)
+    'unet_valid': (dict(name='unet', depth=2, width=4), 1, [(18, 18), (24, 20)]),
+    'unet_same_bilinear': (dict(name='unet', depth=3, width=4, padding='same',
+                                upsample='bilinear'), 1, [(8, 16), (40, 24)]),
+    'encoder_decoder_unpool': (dict(name='encoder_decoder', upsample='unpool'), 3,
+                               [(4, 8), (36, 20)]),
+    'fcn8s_ceil_pools': (dict(name='fcn', variant='fcn8s', widths=(4, 4, 4, 4, 4), fc_width=8),
+                         3, [(1, 2), (37, 53)]),
+}
+
+
+@pytest.mark.parametrize('case', sorted(EXPORTED))
+def test_export_round_trip_every_family(case):
+  """U-Net crops, up-sampling, unpooling and ceil-mode pools export with symbolic sizes."""
+  config, channels, sizes = EXPORTED[case]
+  model = models.get_model(config, rngs=nnx.Rngs(0))
+  run = inference.load_exported(inference.export(model, channels))
+  for size in sizes:
+    images = np.random.default_rng(1).random((2, *size, channels), dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(run(images)), inference.predict(model, images),
+                               rtol=1e-5, atol=1e-6)
+  first, period = inference.size_lattice(model, 0)
+  if period > 1:  # the artifact itself refuses sizes off the lattice
+    with pytest.raises(ValueError, match='polymorphic shapes'):
+      run(np.zeros((1, first + 1, first, channels), np.float32))

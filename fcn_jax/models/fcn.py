@@ -96,8 +96,8 @@ class Model(nnx.Module):
       return self.classifier(x)
     k = b - self.first_skip
     deeper = self.up2[k](self._apply_fused(b + 1, self.blocks[b](x)))
-    (s_rows, s_cols), (d_rows, d_cols) = self._fused(b).crops(x.shape[1:3])
-    return self.score_pool[k](x)[:, s_rows, s_cols] + deeper[:, d_rows, d_cols]
+    skip, deeper = self._fused(b).align(x.shape[1:3], [self.score_pool[k](x), deeper])
+    return skip + deeper
 
   def __call__(self, x: jax.Array) -> jax.Array:
     geometry.check(self, x.shape)
@@ -105,8 +105,7 @@ class Model(nnx.Module):
     for block in self.blocks[:self.first_skip]:
       h = block(h)
     scores = self.final_up(self._apply_fused(self.first_skip, h))
-    _, (rows, cols) = self.geometry.crops(x.shape[1:3])
-    return scores[:, rows, cols]
+    return self.geometry.align(x.shape[1:3], [x, scores])[1]
 
   def crop_offsets(self, size: Sequence[int]) -> dict[str, tuple[int, int]]:
     """Crop offsets (rows, cols) of every fusion and of the final crop, for an input `size`."""

@@ -75,10 +75,9 @@ class Level(nnx.Module):
     x = self.encode(x)
     if self.is_bottom:
       return x
-    (skip_rows, skip_cols), (up_rows, up_cols) = self.skip_merge().crops(x.shape[1:3])
     below = self.up(self.inner(self.pool(x)))
-    return self.decode(jnp.concatenate(
-        [x[:, skip_rows, skip_cols], below[:, up_rows, up_cols]], axis=-1))
+    return self.decode(jnp.concatenate(self.skip_merge().align(x.shape[1:3], [x, below]),
+                                       axis=-1))
 
 
 class Model(nnx.Module):
