@@ -22,6 +22,8 @@ def get_config(arg=None):
   config.model.num_classes = 10  # digits 0-9
   config.model.kernel_size = 3  # conv kernel size
   config.model.downsample = 'stride'  # 'stride' | 'maxpool' | 'avgpool'
+  # 'valid': convolutionalized, each output equals the classifier on its window exactly.
+  config.model.padding = 'valid'  # 'same' | 'valid'
   config.model.activation = 'relu'  # a name from fcn_jax.layers.ACTIVATIONS
   common.digits_classification(config, args.runlocal)
   # Input sizes (H, W): only the training size works before surgery.

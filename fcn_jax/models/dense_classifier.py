@@ -22,11 +22,12 @@ class Model(nnx.Module):
 
   def __init__(self, in_channels: int = 3, input_size: Sequence[int] = (64, 64),
                features: Sequence[int] = (8, 16, 32), hidden: int = 128, num_classes: int = 10,
-               kernel_size: int = 3, downsample: str = 'stride', activation: str = 'relu',
-               *, rngs: nnx.Rngs):
+               kernel_size: int = 3, downsample: str = 'stride', padding: str = 'same',
+               activation: str = 'relu', *, rngs: nnx.Rngs):
     self.input_size = tuple(input_size)
     self.features = down_stack(in_channels, features, kernel_size=kernel_size,
-                               downsample=downsample, activation=activation, rngs=rngs)
+                               downsample=downsample, padding=padding, activation=activation,
+                               rngs=rngs)
     self.feature_size = geometry.of(self.features).output_size(self.input_size)
     flat = self.feature_size[0] * self.feature_size[1] * features[-1]
     self.fc1 = nnx.Linear(flat, hidden, rngs=rngs)
