@@ -7,7 +7,8 @@ a trivial predictor beside them so that "better than chance" can be read off:
 * heat maps: precision / recall / F1 of the cells (prediction > 0.5 vs target
   > 0.5); chance = F1 of calling every cell positive, `2p / (1 + p)`;
 * classification: accuracy; chance = the most frequent class's share;
-* segmentation: pixel accuracy and mean IoU (labelled pixels, classes present);
+* segmentation: pixel accuracy, mean accuracy, mean IoU and frequency-weighted
+  IoU (Long et al.; labelled pixels, classes present);
   chance = pixel accuracy of predicting the most frequent class everywhere.
 """
 
@@ -82,10 +83,26 @@ class _Accumulator:
     chance = self.class_counts.max() / total
     if self.task == 'classification':
       return {'accuracy': float(accuracy)}, float(chance)
-    union = self.confusion.sum(0) + self.confusion.sum(1) - np.diag(self.confusion)
-    present = self.class_counts > 0
-    iou = np.diag(self.confusion)[present] / np.maximum(union[present], 1)
-    return {'pixel_accuracy': float(accuracy), 'mean_iou': float(iou.mean())}, float(chance)
+    return segmentation_metrics(self.confusion), float(chance)
+
+
+def segmentation_metrics(confusion: np.ndarray) -> dict[str, float]:
+  """Long et al.'s four metrics from a `(K, K)` confusion matrix (rows: truth, cols: prediction).
+
+  Pixel accuracy, mean (per-class) accuracy, mean IoU and frequency-weighted IoU,
+  over the classes present in the ground truth.
+  """
+  confusion = np.asarray(confusion, np.float64)
+  truth = confusion.sum(1)
+  present = truth > 0
+  hits = np.diag(confusion)
+  union = truth + confusion.sum(0) - hits
+  iou = hits[present] / np.maximum(union[present], 1)
+  frequency = truth[present] / max(truth.sum(), 1)
+  return {'pixel_accuracy': float(hits.sum() / max(confusion.sum(), 1)),
+          'mean_accuracy': float((hits[present] / truth[present]).mean()),
+          'mean_iou': float(iou.mean()),
+          'fw_iou': float((frequency * iou).sum())}
 
 
 def evaluate(model: nnx.Module, data, *, split: str, max_images: int = 0) -> list[SizeResult]:
