@@ -1,0 +1,344 @@
+r"""fcn_jax vs PyTorch on the same functions: training and inference throughput, compile, memory.
+
+  python -m benchmarks.speed          # the full table (about 10 minutes on 2 cores)
+  python -m benchmarks.speed --quick  # patch_net, batch 8, 256^2, one repeat (CI smoke run)
+
+Models (`benchmarks/peers.py` copies the Flax weights into PyTorch; the tests
+check equal outputs): `patch_net` as in the issue (stride-2 3x3 convs 32/64/128,
+1x1 convs 32 -> 1) and a small same-padding U-Net (depth 3, width 16). Figures,
+each measured in its own fresh process (so peak RSS is its own), fcn_jax and
+its peers alternating:
+
+* training: patches/s of a full step (forward, backward, Adam) at batch 64 of
+  64x64x3, median of 5 timed runs of 10 steps after the first step; the first
+  step's time is the compile time (JAX) or first-call overhead (PyTorch);
+* inference: Mpixel/s at 256^2, 1024^2 and 4096^2 (batch 1), median of 5 runs;
+* achieved GFLOP/s (the FLOPs of the step from XLA's cost analysis, for both)
+  against the measured float32 matmul peak of the machine (2048^2 matmuls).
+
+Rewrites the "fcn_jax vs PyTorch" section of benchmarks/README.md.
+"""
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+FLAGS = flags.FLAGS
+README = os.path.join(os.path.dirname(__file__), 'README.md')
+SECTION = '## fcn_jax vs PyTorch'
+MODELS = {
+    'patch_net': dict(name='patch_net', features=(32, 64, 128), head=(32, 1)),
+    'unet': dict(name='unet', in_channels=3, num_classes=2, depth=3, width=16, padding='same'),
+}
+FRAMEWORKS = ('jax', 'torch', 'torch.compile')
+
+
+def _stats(times: list[float]) -> dict:
+  return {'median': statistics.median(times), 'min': min(times), 'max': max(times)}
+
+
+def _model(name: str):
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from fcn_jax import models  # pylint: disable=g-import-not-at-top
+  return models.get_model(MODELS[name], rngs=nnx.Rngs(0))
+
+
+def _batch(name: str, batch: int, size: int):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  x = rng.random((batch, size, size, 3), dtype=np.float32)
+  if name == 'patch_net':
+    return x, rng.random((batch, size // 8, size // 8, 1), dtype=np.float32)
+  return x, rng.integers(0, 2, (batch, size, size)).astype(np.int32)
+
+
+def _flops(name: str, batch: int, size: int, train: bool) -> float:
+  """FLOPs of one step (forward, or forward + backward) from XLA's cost analysis."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from fcn_jax import losses  # pylint: disable=g-import-not-at-top
+  model = _model(name)
+  graphdef, state = nnx.split(model)
+  x, y = _batch(name, batch, size)
+  task = 'heatmap' if name == 'patch_net' else 'segmentation'
+
+  def loss(state, x, y):
+    return losses.task_loss(task, nnx.merge(graphdef, state)(x), {'target': y})
+
+  fn = jax.value_and_grad(loss) if train else (lambda s, x, y: nnx.merge(graphdef, s)(x))
+  cost = jax.jit(fn).lower(state, x, y).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get('flops', float('nan')))
+
+
+def _jax_train(name, batch, size, steps, repeats):
+  import jax  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from fcn_jax import train  # pylint: disable=g-import-not-at-top
+  model = _model(name)
+  optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+  x, y = _batch(name, batch, size)
+  data = {'image': jax.device_put(x), 'target': jax.device_put(y)}
+  task = 'heatmap' if name == 'patch_net' else 'segmentation'
+
+  def step():
+    return train.train_step(model, optimizer, data, task, None, 'float32')
+
+  t0 = time.perf_counter()
+  jax.block_until_ready(step())
+  first = time.perf_counter() - t0
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      loss = step()
+    jax.block_until_ready(loss)
+    times.append(time.perf_counter() - t0)
+  return first, times
+
+
+def _torch_model(name, compiled):
+  import torch  # pylint: disable=g-import-not-at-top
+  from benchmarks import peers  # pylint: disable=g-import-not-at-top
+  module = peers.torch_peer(_model(name))
+  return (torch.compile(module) if compiled else module), module
+
+
+def _torch_train(name, batch, size, steps, repeats, compiled):
+  import torch  # pylint: disable=g-import-not-at-top
+  model, module = _torch_model(name, compiled)
+  optimizer = torch.optim.Adam(module.parameters(), 1e-3)
+  x, y = _batch(name, batch, size)
+  x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+  if name == 'patch_net':
+    y = torch.from_numpy(y).permute(0, 3, 1, 2).contiguous()
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+  else:
+    y = torch.from_numpy(y).long()
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+  def step():
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+  t0 = time.perf_counter()
+  step()
+  first = time.perf_counter() - t0
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      step()
+    times.append(time.perf_counter() - t0)
+  return first, times
+
+
+def _infer(framework, name, size, repeats):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  x = np.random.default_rng(0).random((1, size, size, 3), dtype=np.float32)
+  if framework == 'jax':
+    import jax  # pylint: disable=g-import-not-at-top
+    from fcn_jax import inference  # pylint: disable=g-import-not-at-top
+    model = _model(name)
+    model.eval()
+    xj = jax.device_put(x)
+
+    def run():
+      return jax.block_until_ready(inference._forward(model, xj))  # pylint: disable=protected-access
+  else:
+    import torch  # pylint: disable=g-import-not-at-top
+    model, module = _torch_model(name, framework == 'torch.compile')
+    module.eval()
+    xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+
+    def run():
+      with torch.no_grad():
+        return model(xt)
+  t0 = time.perf_counter()
+  run()
+  first = time.perf_counter() - t0
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - t0)
+  return first, times
+
+
+def _matmul_peak(framework: str, repeats: int) -> float:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  n = 2048
+  a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+  if framework == 'jax':
+    import jax  # pylint: disable=g-import-not-at-top
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    aj = jax.device_put(a)
+    f = jax.jit(lambda a: jnp.dot(a, a))
+
+    def run():
+      jax.block_until_ready(f(aj))
+  else:
+    import torch  # pylint: disable=g-import-not-at-top
+    at = torch.from_numpy(a)
+
+    def run():
+      torch.mm(at, at)
+  run()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - t0)
+  return 2 * n ** 3 / min(times) / 1e9
+
+
+def measure(spec: dict) -> dict:
+  """Runs in the child process: one figure for one framework."""
+  kind, framework = spec['kind'], spec['framework']
+  out = dict(spec)
+  try:
+    if kind == 'matmul':
+      out['gflops'] = _matmul_peak(framework, spec['repeats'])
+    elif kind == 'train':
+      args = (spec['model'], spec['batch'], spec['size'], spec['steps'], spec['repeats'])
+      first, times = (_jax_train(*args) if framework == 'jax' else
+                      _torch_train(*args, compiled=framework == 'torch.compile'))
+      out.update(first_s=first, **_stats(times),
+                 rate=spec['batch'] * spec['steps'] / statistics.median(times))
+    else:
+      first, times = _infer(framework, spec['model'], spec['size'], spec['repeats'])
+      out.update(first_s=first, **_stats(times), rate=spec['size'] ** 2 / 1e6 /
+                 statistics.median(times))
+  except Exception as e:  # pylint: disable=broad-exception-caught  # e.g. torch.compile missing a compiler
+    out['error'] = f'{type(e).__name__}: {str(e).splitlines()[0][:120]}' if str(e) else type(
+        e).__name__
+  out['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  return out
+
+
+def _child(spec: dict) -> dict:
+  out = subprocess.run([sys.executable, '-m', 'benchmarks.speed', f'--one={json.dumps(spec)}'],
+                       capture_output=True, text=True, check=False,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  lines = [l for l in out.stdout.splitlines() if l.startswith('{')]
+  if not lines:
+    return {**spec, 'error': (out.stderr.strip().splitlines() or ['no output'])[-1][:150]}
+  return json.loads(lines[-1])
+
+
+def _cpu() -> str:
+  try:
+    with open('/proc/cpuinfo') as f:
+      names = [l.split(':', 1)[1].strip() for l in f if l.startswith('model name')]
+    return f'{names[0]}, {len(names)} logical CPUs'
+  except OSError:
+    return platform.processor()
+
+
+def _fmt(row: dict | None, key: str, digits: int = 1) -> str:
+  if row is None:
+    return '-'
+  if 'error' in row:
+    return 'n/a'
+  return f'{row[key]:,.{digits}f}'
+
+
+def main(argv):
+  del argv
+  if FLAGS.one:
+    print(json.dumps(measure(json.loads(FLAGS.one))))
+    return
+  quick = FLAGS.quick
+  batch, steps, repeats = (8, 2, 1) if quick else (64, 10, 5)
+  sizes = (256,) if quick else (256, 1024, 4096)
+  frameworks = ('jax', 'torch') if quick else FRAMEWORKS
+  rows = []
+  for framework in ('jax', 'torch'):
+    rows.append(_child({'kind': 'matmul', 'framework': framework, 'repeats': 3 if quick else 10}))
+  names = ('patch_net',) if quick else tuple(MODELS)
+  for name in names:
+    for framework in frameworks:
+      rows.append(_child({'kind': 'train', 'framework': framework, 'model': name, 'batch': batch,
+                          'size': 64, 'steps': steps, 'repeats': repeats}))
+    for size in sizes:
+      for framework in frameworks:
+        rows.append(_child({'kind': 'infer', 'framework': framework, 'model': name,
+                            'size': size, 'repeats': 2 if quick else 5}))
+  peak = max(r.get('gflops', 0) for r in rows if r['kind'] == 'matmul')
+
+  def find(kind, framework, name=None, size=None):
+    for r in rows:
+      if (r['kind'], r['framework']) == (kind, framework) and r.get('model') == name and (
+          size is None or r.get('size') == size):
+        return r
+    return None
+
+  import jax  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  lines = [SECTION, '',
+           f'`python -m benchmarks.speed{" --quick" if quick else ""}` on {_cpu()}; '
+           f'jax {jax.__version__}, torch {torch.__version__} (threads: {torch.get_num_threads()}). '
+           'Each cell is its own process; rates are medians of '
+           f'{repeats} timed runs after the first (spread: min–max time in the json). "first" is '
+           'the first step (JAX: trace + compile; torch.compile: compile). GFLOP/s use the XLA '
+           f'cost analysis of the same function for both. Matmul peak (2048², float32): '
+           f'JAX {_fmt(find("matmul", "jax"), "gflops")}, PyTorch '
+           f'{_fmt(find("matmul", "torch"), "gflops")} GFLOP/s.', '',
+           '| figure | model | fcn_jax | PyTorch eager | torch.compile | fcn_jax / eager | '
+           'fcn_jax GFLOP/s (% of peak) | first step s (jax / eager / compile) | peak RSS MB '
+           '(jax / eager) |',
+           '|---|---|---:|---:|---:|---:|---:|---:|---:|']
+  for name in names:
+    figures = [('train', None, f'training, patches/s (batch {batch}, 64²)')] + [
+        ('infer', s, f'inference {s}², Mpixel/s') for s in sizes]
+    for kind, size, label in figures:
+      j, t, c = (find(kind, f, name, size) for f in FRAMEWORKS)
+      ratio = (f'{j["rate"] / t["rate"]:.2f}×' if j and t and 'rate' in j and 'rate' in t
+               else 'n/a')
+      gflops = '-'
+      if j and 'rate' in j:
+        flops = _flops(name, batch if kind == 'train' else 1, 64 if kind == 'train' else size,
+                       kind == 'train')
+        per_second = (j['rate'] / batch if kind == 'train' else j['rate'] * 1e6 / size ** 2)
+        achieved = flops * per_second / 1e9
+        gflops = f'{achieved:.1f} ({achieved / peak:.0%})' if peak else f'{achieved:.1f}'
+      lines.append(f'| {label} | {name} | {_fmt(j, "rate")} | {_fmt(t, "rate")} | '
+                   f'{_fmt(c, "rate")} | {ratio} | {gflops} | {_fmt(j, "first_s", 2)} / '
+                   f'{_fmt(t, "first_s", 2)} / {_fmt(c, "first_s", 2)} | '
+                   f'{_fmt(j, "peak_rss_mb", 0)} / {_fmt(t, "peak_rss_mb", 0)} |')
+  errors = sorted({f'{r["framework"]}: {r["error"]}' for r in rows if 'error' in r})
+  if errors:
+    lines += ['', 'Not measured: ' + '; '.join(errors)]
+  text = '\n'.join(lines) + '\n'
+  print(text)
+  if not quick:
+    with open(os.path.join(os.path.dirname(README), 'speed.json'), 'w') as f:
+      json.dump(rows, f, indent=1)
+    old = open(README).read()
+    start = old.find(SECTION)
+    if start < 0:
+      new = old.rstrip('\n') + '\n\n' + text
+    else:
+      end = old.find('\n## ', start + len(SECTION))
+      new = old[:start] + text + (old[end + 1:] if end >= 0 else '')
+    with open(README + '.tmp', 'w') as f:
+      f.write(new)
+    os.replace(README + '.tmp', README)
+
+
+if __name__ == '__main__':
+  flags.DEFINE_bool('quick', False, 'Small batches and one size: a smoke run.')
+  flags.DEFINE_string('one', None, 'Internal: measure one figure (JSON spec) and print it.')
+  app.run(main)

@@ -1,0 +1,51 @@
+"""The PyTorch peers of the benchmark compute the same function as the Flax models."""
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from fcn_jax import inference
+from fcn_jax import models
+
+torch = pytest.importorskip('torch', reason='PyTorch is not installed (pip install -r '
+                            'requirements-torch.txt): the peer benchmarks need it')
+from benchmarks import peers  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+CASES = {
+    'patch_net': (dict(name='patch_net', features=(32, 64, 128), head=(32, 1)), (2, 64, 48, 3)),
+    'unet': (dict(name='unet', in_channels=3, depth=3, width=8, padding='same'), (2, 32, 40, 3)),
+}
+
+
+@pytest.mark.parametrize('case', sorted(CASES))
+def test_peer_matches_flax(case):
+  config, shape = CASES[case]
+  model = models.get_model(config, rngs=nnx.Rngs(0))
+  peer = peers.torch_peer(model).eval()
+  x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+  want = inference.predict(model, x)
+  with torch.no_grad():
+    got = peer(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_unsupported_models_are_refused():
+  valid = models.get_model(dict(name='unet', depth=2, width=4), rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="padding='same' only"):
+    peers.torch_peer(valid)
+  with pytest.raises(ValueError, match='no PyTorch peer'):
+    peers.torch_peer(models.get_model(dict(name='nin'), rngs=nnx.Rngs(0)))
+
+
+def test_speed_benchmark_quick_mode_runs():
+  """The benchmark's smoke mode (no thresholds: timings belong to benchmarks, not tests)."""
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, '-m', 'benchmarks.speed', '--quick'], cwd=root,
+                       capture_output=True, text=True, check=False, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  rows = [l for l in out.stdout.splitlines() if l.startswith('| training') or
+          l.startswith('| inference')]
+  assert len(rows) == 2 and all('n/a' not in r.split('|')[3] for r in rows)
