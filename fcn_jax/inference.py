@@ -24,6 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from fcn_jax import checkpoints
 from fcn_jax import geometry
 from fcn_jax import layers
 from fcn_jax import models
@@ -49,12 +50,12 @@ def load_trained(workdir: str, step: int | None = None) -> tuple[nnx.Module, Any
   if not steps:
     raise ValueError(f'no checkpoint in {directory}: train first (python -m fcn_jax.train '
                      f'--workdir={workdir} ...)')
-  step = max(steps) if step is None else step
-  if step not in steps:
+  if step is not None and step not in steps:
     raise ValueError(f'no checkpoint for step {step} in {directory}; steps there: {steps}')
-  # The run saved {'model', 'optimizer'}: restore both, keep the model.
-  restored = manager.restore(step, args=ocp.args.StandardRestore(
-      {'model': nnx.state(model), 'optimizer': _optimizer_template(model, config)}))
+  # The run saved {'model', 'optimizer'}: restore both, keep the model. Without a given step,
+  # a damaged newest checkpoint falls back to the previous one (with a warning).
+  _, restored = checkpoints.restore(
+      manager, {'model': nnx.state(model), 'optimizer': _optimizer_template(model, config)}, step)
   nnx.update(model, restored['model'])
   model.eval()
   return model, config

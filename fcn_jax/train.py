@@ -16,10 +16,13 @@ parameters are replicated) and across processes after
 code path.
 """
 
+import contextlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -39,6 +42,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from ml_collections import config_flags
 
+from fcn_jax import checkpoints as checkpoints_lib
 from fcn_jax import evaluate
 from fcn_jax import geometry
 from fcn_jax import losses
@@ -64,6 +68,31 @@ def define_flags() -> None:
 # Fields that may change between runs in one workdir (extending or re-scheduling a run).
 RESUMABLE_CHANGES = ('num_train_steps', 'log_every', 'eval_every', 'checkpoint_every',
                      'max_eval_images')
+
+
+class Interrupted(Exception):
+  """SIGTERM or SIGINT stopped training after saving a checkpoint."""
+
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_requests():
+  """Turns SIGTERM/SIGINT into a request checked between steps (main thread only)."""
+  requests: list[int] = []
+  if threading.current_thread() is not threading.main_thread():
+    yield requests
+    return
+  previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+  for sig in previous:
+    signal.signal(sig, lambda signum, frame: requests.append(signum))
+  try:
+    yield requests
+  finally:
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -146,10 +175,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       os.path.join(workdir, 'checkpoints'),
       options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True))
   step = 0
-  if checkpoints.latest_step() is not None:
-    step = checkpoints.latest_step()
-    abstract = {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}
-    restored = checkpoints.restore(step, args=ocp.args.StandardRestore(abstract))
+  abstract = {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}
+  restored_step, restored = checkpoints_lib.restore(checkpoints, abstract, quarantine=True)
+  if restored_step is not None:
+    step = restored_step
     nnx.update(model, restored['model'])
     nnx.update(optimizer, restored['optimizer'])
     logging.info('resumed from step %d', step)
@@ -169,7 +198,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   class_weights = tuple(class_weights) if class_weights else None
   batches = data.as_numpy_iterator()
   last_loss, losses_since_log, t0 = math.nan, [], time.time()
-  with metric_writers.ensure_flushes(writer):
+  with metric_writers.ensure_flushes(writer), _stop_requests() as stop:
     while step < config.num_train_steps:
       batch = _global_batch(next(batches), split)
       loss = float(train_step(model, optimizer, batch, config.data.task, class_weights,
@@ -192,9 +221,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           with open(metrics_path, 'a') as f:
             f.write(json.dumps(record) + '\n')
         losses_since_log, t0 = [], time.time()
-      if step % config.checkpoint_every == 0 or step == config.num_train_steps:
+      if step % config.checkpoint_every == 0 or step == config.num_train_steps or stop:
         checkpoints.save(step, args=ocp.args.StandardSave(
             {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}))
+      if stop:
+        checkpoints.wait_until_finished()
+        name = signal.Signals(stop[0]).name
+        raise Interrupted(f'stopped by {name} at step {step}; checkpoint saved in '
+                          f'{workdir}/checkpoints: run the same command to resume', stop[0])
       if config.eval_every and step % config.eval_every == 0 and step < config.num_train_steps:
         _evaluate(model, config, writer, step, workdir, final=False)
   checkpoints.wait_until_finished()
@@ -254,6 +288,9 @@ def main(argv):
   except (ValueError, NonFiniteLossError) as e:  # user errors: one clear line, no traceback
     print(f'error: {e}', file=sys.stderr)
     return 1
+  except Interrupted as e:
+    print(str(e), file=sys.stderr)
+    return 128 + e.signum
   logging.info('done at step %d, final train loss %.4f', out['step'], out['train_loss'])
   print(f'results: {os.path.join(os.path.abspath(FLAGS.workdir), "results.md")}')
   return 0

@@ -1,0 +1,124 @@
+"""Faults: SIGKILL and SIGTERM during training, damaged checkpoints."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from fcn_jax import inference
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _command(workdir, steps=12, every=3):
+  return [sys.executable, '-m', 'fcn_jax.train', '--config=configs/default.py:runlocal',
+          f'--workdir={workdir}', f'--config.num_train_steps={steps}',
+          f'--config.checkpoint_every={every}', '--config.log_every=1']
+
+
+def _params(workdir):
+  model, _ = inference.load_trained(str(workdir))
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
+
+
+def _steps_logged(workdir) -> int:
+  path = workdir / 'metrics.jsonl'
+  if not path.exists():
+    return 0
+  return sum(1 for line in path.read_text().splitlines() if '"train_loss"' in line)
+
+
+def _start(workdir, **kwargs):
+  return subprocess.Popen(_command(workdir, **kwargs), cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_steps(process, workdir, steps: int, timeout: float = 240):
+  deadline = time.time() + timeout
+  while _steps_logged(workdir) < steps and process.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+
+
+@pytest.fixture(scope='module')
+def straight(tmp_path_factory):
+  """An uninterrupted 12-step run."""
+  workdir = tmp_path_factory.mktemp('straight')
+  out = subprocess.run(_command(workdir), cwd=ROOT, capture_output=True, text=True, check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  return _params(workdir)
+
+
+@pytest.mark.parametrize('kill_after_steps', [2, 5, 7])
+def test_sigkill_then_same_command_gives_bitwise_identical_parameters(straight, tmp_path,
+                                                                     kill_after_steps):
+  """Killed at several points (between, before and around checkpoint writes), then resumed."""
+  process = _start(tmp_path)
+  _wait_for_steps(process, tmp_path, kill_after_steps)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  out = subprocess.run(_command(tmp_path), cwd=ROOT, capture_output=True, text=True, check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  for a, b in zip(_params(tmp_path), straight, strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_sigterm_saves_a_checkpoint_then_resumes(straight, tmp_path):
+  process = _start(tmp_path, every=100)  # no periodic checkpoint before the end
+  _wait_for_steps(process, tmp_path, 4)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+  line = [l for l in stderr.splitlines() if l.startswith('stopped by SIGTERM at step')][-1]
+  step = int(line.split('at step ')[1].split(';')[0])
+  assert 'run the same command to resume' in line
+  assert ocp.CheckpointManager(tmp_path / 'checkpoints').all_steps() == [step]
+  out = subprocess.run(_command(tmp_path, every=100), cwd=ROOT, capture_output=True, text=True,
+                       check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert f'resumed from step {step}' in out.stderr
+  for a, b in zip(_params(tmp_path), straight, strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def _damage(step_dir: pathlib.Path):
+  """Overwrites the largest data file of a checkpoint with garbage of the same size."""
+  files = sorted((p for p in step_dir.rglob('*') if p.is_file()), key=lambda p: p.stat().st_size)
+  victim = files[-1]
+  victim.write_bytes(os.urandom(victim.stat().st_size))
+
+
+def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+  out = subprocess.run(_command(tmp_path, steps=6), cwd=ROOT, capture_output=True, text=True,
+                       check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  _damage(tmp_path / 'checkpoints' / '6')
+  model, _ = inference.load_trained(str(tmp_path))  # predict's loader: falls back, warns
+  assert model is not None
+  assert any('checkpoint step 6' in r.getMessage() and 'unreadable' in r.getMessage()
+             for r in caplog.records)
+  # Training resumes from step 3 (with a warning) and rewrites nothing it cannot read.
+  out = subprocess.run(_command(tmp_path, steps=9), cwd=ROOT, capture_output=True, text=True,
+                       check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert 'checkpoint step 6' in out.stderr and 'resumed from step 3' in out.stderr
+
+
+def test_no_readable_checkpoint_is_a_clear_error(tmp_path):
+  out = subprocess.run(_command(tmp_path, steps=3), cwd=ROOT, capture_output=True, text=True,
+                       check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  _damage(tmp_path / 'checkpoints' / '3')
+  out = subprocess.run(_command(tmp_path, steps=6), cwd=ROOT, capture_output=True, text=True,
+                       check=False)
+  assert out.returncode == 1
+  assert any(l.startswith('error: no readable checkpoint in') and 'Nothing was deleted' in l
+             for l in out.stderr.splitlines()), out.stderr[-2000:]
+  assert (tmp_path / 'checkpoints' / '3').is_dir()  # nothing deleted
