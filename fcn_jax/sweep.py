@@ -334,7 +334,8 @@ def write_report(spec: SweepSpec, storage: str, workdir: str) -> str:
                  f'{t.value:.4f}' if t.value is not None else '', t.user_attrs.get('steps', ''),
                  f'{t.user_attrs["seconds"]:.0f}' if 'seconds' in t.user_attrs else '',
                  error.replace('|', '/')[:120]])
-  lines = [f'# Sweep `{spec.name}`', '',
+  command = 'python -m fcn_jax.sweep ' + ' '.join(a for a in sys.argv[1:] if a != '--worker')
+  lines = [f'# Sweep `{spec.name}`', '', f'Produced by `{command}`.', '',
            f'Base config `{spec.base}` with {json.dumps(spec.overrides)}; {spec.sampler} sampler, '
            f'{spec.budget} trials, {spec.direction} `{spec.metric}`'
            + (f', median pruner {json.dumps(spec.pruner)}' if spec.pruner else '') + '.', '',
