@@ -91,7 +91,7 @@ def _jax_train(name, batch, size, steps, repeats):
   task = 'heatmap' if name == 'patch_net' else 'segmentation'
 
   def step():
-    return train.train_step(model, optimizer, data, task, None, 'float32')
+    return train.train_step(model, optimizer, data, task, None, 'float32')[0]
 
   t0 = time.perf_counter()
   jax.block_until_ready(step())

@@ -282,6 +282,19 @@ def _reads_inside(node: geometry.Node, first: int, last: int, n: int,
   return first >= 0 and lo >= 0, last < node.axis(n, a)[0] and hi <= n - 1
 
 
+def check_tile(model: nnx.Module, tile: int) -> None:
+  """Refuses a tile smaller than the context (halo) each tile must carry: such tiles would
+  mostly recompute context."""
+  g = geometry.of(model)
+  for a in range(2):
+    n = g._first_valid(max(4 * tile, 1), +1, a)  # pylint: disable=protected-access
+    halo = axis_tiling(g, n, a, tile).halo if n else 0
+    if tile < halo:
+      raise TilingError(f'tile {tile} is smaller than the {halo}-pixel halo of context that '
+                        f'{g.name} needs around each tile; use a tile of at least {halo} '
+                        f'(better {4 * halo})')
+
+
 _TRACES = {'tiled': 0}
 
 
@@ -323,7 +336,11 @@ def _tiles(model: nnx.Module, image, tile: int, batch: int, skip=frozenset()):
       src = [slice(min(max(s, 0), n), max(min(s + ax.size, n), min(max(s, 0), n)))
              for s, ax, n in zip(starts, axes, (h, w))]
       dst = [slice(sl.start - s, sl.stop - s) for sl, s in zip(src, starts)]
-      windows[b, dst[0], dst[1]] = np.asarray(image[src[0], src[1]], np.float32) * scale
+      block = np.asarray(image[src[0], src[1]], np.float32)
+      if not np.isfinite(block).all():
+        raise ValueError(f'the image holds NaN or infinite pixels in rows {src[0].start}-'
+                         f'{src[0].stop - 1}, columns {src[1].start}-{src[1].stop - 1}')
+      windows[b, dst[0], dst[1]] = block * scale
       out_origin = []
       for a, (n, s, ax) in enumerate(zip((h, w), starts, axes)):
         per_layer: dict[int, list[int]] = {}
@@ -386,19 +403,25 @@ def open_image(path: str):
   TIFFs, which tifffile cannot map).
   """
   path = path.rstrip('/')
-  if path.endswith('.npy'):
-    array = np.load(path, mmap_mode='r')
-  elif path.endswith(('.tif', '.tiff')):
-    import tifffile  # pylint: disable=g-import-not-at-top
-    try:
-      array = tifffile.memmap(path, mode='r')
-    except ValueError:  # compressed or tiled TIFF: read it (needs RAM)
-      array = tifffile.imread(path)
-  elif path.endswith('.zarr'):
-    import zarr  # pylint: disable=g-import-not-at-top
-    array = zarr.open_array(path, mode='r')
-  else:
-    raise ValueError(f'{path!r}: out-of-core input must be .npy, .tif(f) or .zarr')
+  try:
+    if path.endswith('.npy'):
+      array = np.load(path, mmap_mode='r')
+    elif path.endswith(('.tif', '.tiff')):
+      import tifffile  # pylint: disable=g-import-not-at-top
+      try:
+        array = tifffile.memmap(path, mode='r')
+      except ValueError:  # compressed or tiled TIFF: read it (needs RAM)
+        array = tifffile.imread(path)
+    elif path.endswith('.zarr'):
+      import zarr  # pylint: disable=g-import-not-at-top
+      array = zarr.open_array(path, mode='r')
+    else:
+      raise ValueError(f'{path!r}: out-of-core input must be .npy, .tif(f) or .zarr')
+  except (OSError, TypeError) as e:  # not an array file of that kind
+    raise ValueError(f'cannot read {path!r} as an image array: {e}') from None
+  if not (array.dtype == np.uint8 or np.issubdtype(array.dtype, np.floating)):
+    raise ValueError(f'{path!r}: unsupported dtype {array.dtype} (use uint8, or float in '
+                     '[0, 1])')
   if array.ndim == 2:
     return array[..., None] if isinstance(array, np.ndarray) else _WithChannelAxis(array)
   if array.ndim != 3:

@@ -96,8 +96,15 @@ def overlay(image: np.ndarray, logits: np.ndarray) -> np.ndarray:
 
 
 def _write_atomically(path: str, write) -> None:
+  """Writes under a temporary name and renames; a failed write (a full disk) leaves nothing."""
   tmp = f'{path}.tmp{os.path.splitext(path)[1]}'
-  write(tmp)
+  try:
+    write(tmp)
+  except OSError as e:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise ValueError(f'cannot write {path}: {e.strerror or e}; nothing was left under that name '
+                     '(free some space or choose another --output)') from None
   os.replace(tmp, path)
 
 
@@ -136,6 +143,8 @@ def main(argv):
       name = os.path.splitext(os.path.basename(path.rstrip('/')))[0]
       target = os.path.join(output, f'{name}.npy')
       t0 = time.time()
+      if FLAGS.tile:
+        inference.check_tile(model, FLAGS.tile)
       if FLAGS.tile and path.rstrip('/').endswith(('.npy', '.tif', '.tiff', '.zarr')):
         source = inference.open_image(path)  # out of core: read and written tile by tile
         target = os.path.join(output, f'{name}.{FLAGS.format}')
@@ -160,6 +169,10 @@ def main(argv):
             f'{"x".join(map(str, logits.shape))} in {seconds:.2f}s')
   except ValueError as e:  # a user error: one clear line, no traceback
     print(f'error: {e}', file=sys.stderr)
+    return 1
+  except OSError as e:  # e.g. a full disk while writing tiles: the partial file resumes later
+    print(f'error: {e.strerror or e} while writing {e.filename or "the output"}; finished tiles '
+          'are kept and the same command resumes once the problem is fixed', file=sys.stderr)
     return 1
   return 0
 

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 from absl import app
 from absl import flags
@@ -58,6 +59,8 @@ def define_flags() -> None:
   config_flags.DEFINE_config_file('config', None, 'Config file (configs/<name>.py).',
                                   lock_config=True)
   flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
+  flags.DEFINE_bool('overwrite', False, 'If --workdir holds a run of a different config, move it '
+                    'aside (to <workdir>.replaced-<time>) and start over.')
   flags.DEFINE_string('coordinator', None, 'host:port of process 0, for a multi-process run '
                       '(with --num_processes and --process_id).')
   flags.DEFINE_integer('num_processes', 1, 'Processes in a multi-process run.')
@@ -99,8 +102,11 @@ class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or infinite."""
 
 
-def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Writes config.json, refusing a workdir that holds a run of a different config."""
+def _check_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> None:
+  """Refuses a workdir that cannot be written or holds a run of a different config.
+
+  With `overwrite`, such a run is moved aside to `<workdir>.replaced-<time>` (not deleted).
+  """
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
@@ -114,14 +120,24 @@ def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
       previous = json.load(f)
     changed = sorted(k for k in set(previous) | set(resolved)
                      if previous.get(k) != resolved.get(k) and k not in RESUMABLE_CHANGES)
-    if changed:
+    if changed and not overwrite:
       raise ValueError(f'workdir {workdir!r} holds a run of a different config (fields '
-                       f'{changed} differ); use another --workdir, or delete this one to start '
-                       'over')
+                       f'{changed} differ); use another --workdir, or pass --overwrite to move '
+                       'that run aside and start over')
+    if changed and jax.process_index() == 0:
+      aside = f'{workdir}.replaced-{time.strftime("%Y%m%d-%H%M%S")}'
+      os.replace(workdir, aside)
+      os.makedirs(workdir)
+      logging.warning('moved the previous run (a different config) to %s', aside)
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """`config.json` of the run, written once the model and the data have been set up."""
   if jax.process_index() == 0:
+    path = os.path.join(workdir, 'config.json')
     tmp = path + '.tmp'
     with open(tmp, 'w') as f:
-      json.dump(resolved, f, indent=2, sort_keys=True)
+      json.dump(json.loads(config.to_json_best_effort()), f, indent=2, sort_keys=True)
     os.replace(tmp, path)
 
 
@@ -134,7 +150,7 @@ def _train_step(model, optimizer, batch, task: str, class_weights, compute_dtype
 
   loss, grads = nnx.value_and_grad(loss_fn)(model)
   optimizer.update(model, grads)
-  return loss
+  return loss, optax.global_norm(grads)
 
 
 train_step = nnx.jit(_train_step, static_argnames=('task', 'class_weights', 'compute_dtype'),
@@ -146,7 +162,8 @@ def _global_batch(batch: dict, sharding: NamedSharding) -> dict:
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       overwrite: bool = False) -> dict[str, Any]:
   """Trains (resuming from `workdir` if it holds a checkpoint), evaluates, writes results.
 
   Returns the final training loss and the evaluation results.
@@ -155,7 +172,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if config.compute_dtype not in ('float32', 'bfloat16'):
     raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', got "
                      f'{config.compute_dtype!r}')
-  _check_workdir(config, workdir)
+  _check_workdir(config, workdir, overwrite)
   jax.config.update('jax_debug_nans', bool(config.get('debug_nans', False)))
   devices = jax.devices()
   if config.batch_size % len(devices):
@@ -194,6 +211,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                 start_index=step * config.batch_size,
                                 process_index=jax.process_index(),
                                 process_count=jax.process_count())
+  _write_config(config, workdir)  # only now: a run that fails to start leaves no config
   class_weights = config.loss.get('class_weights')
   class_weights = tuple(class_weights) if class_weights else None
   batches = data.as_numpy_iterator()
@@ -201,12 +219,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   with metric_writers.ensure_flushes(writer), _stop_requests() as stop:
     while step < config.num_train_steps:
       batch = _global_batch(next(batches), split)
-      loss = float(train_step(model, optimizer, batch, config.data.task, class_weights,
-                              config.compute_dtype))
-      if not math.isfinite(loss):
+      loss, grad_norm = (float(v) for v in train_step(
+          model, optimizer, batch, config.data.task, class_weights, config.compute_dtype))
+      if not (math.isfinite(loss) and math.isfinite(grad_norm)):
         latest = checkpoints.latest_step()
+        what = f'loss is {loss}' if not math.isfinite(loss) else (
+            f'gradient norm is {grad_norm} (loss {loss:.4g})')
         raise NonFiniteLossError(
-            f'loss is {loss} at step {step + 1}; stopped. The last good checkpoint is '
+            f'{what} at step {step + 1}; stopped. The last good checkpoint is '
             f'{"step " + str(latest) if latest is not None else "none"} in {workdir}/checkpoints '
             '(lower optimizer.learning_rate or set optimizer.grad_clip_norm).')
       step += 1
@@ -284,7 +304,7 @@ def main(argv):
   logging.info('JAX process %d/%d, devices: %s', jax.process_index(), jax.process_count(),
                jax.devices())
   try:
-    out = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    out = train_and_evaluate(FLAGS.config, FLAGS.workdir, FLAGS.overwrite)
   except (ValueError, NonFiniteLossError) as e:  # user errors: one clear line, no traceback
     print(f'error: {e}', file=sys.stderr)
     return 1
