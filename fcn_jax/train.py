@@ -150,7 +150,7 @@ def _train_step(model, optimizer, batch, task: str, class_weights, compute_dtype
 
   loss, grads = nnx.value_and_grad(loss_fn)(model)
   optimizer.update(model, grads)
-  return loss, optax.global_norm(grads)
+  return loss, optax.tree.norm(grads)
 
 
 train_step = nnx.jit(_train_step, static_argnames=('task', 'class_weights', 'compute_dtype'),
