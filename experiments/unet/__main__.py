@@ -45,7 +45,9 @@ def overlap_tile(model, image: np.ndarray) -> np.ndarray:
   g = geometry.of(model)
   pads = []
   for a, n in enumerate(image.shape[:2]):
-    offset = int(g.receptive_field[a] - 1) // 2  # output 0 is centred on input `offset`
+    # Output 0 is centred on input `offset` (the field's centre, not half the receptive field:
+    # after up-sampling the field is not symmetric about the output).
+    offset = int(g.field(g.min_input_size)[a].centre)
     size = n + 2 * offset
     while not g._ok(size, a) or g.output_size((size, size))[a] < n:  # pylint: disable=protected-access
       size += 1
