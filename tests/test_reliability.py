@@ -122,3 +122,48 @@ def test_no_readable_checkpoint_is_a_clear_error(tmp_path):
   assert any(l.startswith('error: no readable checkpoint in') and 'Nothing was deleted' in l
              for l in out.stderr.splitlines()), out.stderr[-2000:]
   assert (tmp_path / 'checkpoints' / '3').is_dir()  # nothing deleted
+
+
+def test_non_finite_gradient_with_a_finite_loss_stops_training(tmp_path, monkeypatch):
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from fcn_jax import train  # pylint: disable=g-import-not-at-top
+  real = train.train_step
+  calls = []
+
+  def step(*args, **kwargs):
+    loss, norm = real(*args, **kwargs)
+    calls.append(1)
+    return (loss, float('inf')) if len(calls) == 3 else (loss, norm)
+
+  monkeypatch.setattr(train, 'train_step', step)
+  config = default.get_config('runlocal')
+  config.num_train_steps, config.checkpoint_every = 6, 2
+  with pytest.raises(train.NonFiniteLossError, match=r'gradient norm is inf \(loss [0-9.]+\) at '
+                     r'step 3; stopped\. The last good checkpoint is step 2'):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_killed_predict_leaves_no_partial_file_under_the_final_name(tmp_path):
+  """SIGKILL at several moments of a whole-image predict: the output is absent or complete."""
+  workdir = tmp_path / 'run'
+  out = subprocess.run(_command(workdir, steps=2, every=2), cwd=ROOT, capture_output=True,
+                       text=True, check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  image = np.random.default_rng(0).random((2048, 2048, 3), dtype=np.float32)
+  np.save(tmp_path / 'big.npy', image)
+  for delay in (2.0, 4.0, 6.0, 8.0):
+    output = tmp_path / f'out_{delay}'
+    process = subprocess.Popen([sys.executable, '-m', 'fcn_jax.predict', f'--workdir={workdir}',
+                                f'--input={tmp_path / "big.npy"}', f'--output={output}'],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    final = output / 'big.npy'
+    if final.exists():  # written completely, or not at all
+      assert np.load(final).shape == (256, 256, 1)
+    png = output / 'big_overlay.png'
+    if png.exists():
+      from PIL import Image  # pylint: disable=g-import-not-at-top
+      with Image.open(png) as overlay:
+        overlay.load()
