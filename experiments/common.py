@@ -20,6 +20,7 @@ import matplotlib
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import app
 from absl import flags
 from flax import nnx
 
@@ -33,11 +34,18 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 FLAGS = flags.FLAGS
 
 
-def define_flags() -> None:
-  """`--workdir` and `--quick` (defined only when an experiment runs as a program)."""
+def main(run: Callable[[str, bool], Any]) -> None:
+  """The command line of an experiment: `--workdir` and `--quick`, then `run(workdir, quick)`."""
   flags.DEFINE_string('workdir', None, 'Where runs, results.md and plots go.')
   flags.DEFINE_bool('quick', False, 'Tiny data and few steps (about a minute): a smoke run.')
   flags.mark_flags_as_required(['workdir'])
+
+  def _main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    run(FLAGS.workdir, FLAGS.quick)
+
+  app.run(_main)
 
 
 def train_run(config: ml_collections.ConfigDict, workdir: str) -> nnx.Module:

@@ -16,7 +16,6 @@ import os
 
 import jax
 import numpy as np
-from absl import app
 
 from configs import fcn8s_shapes
 from experiments import common
@@ -128,11 +127,5 @@ def run(workdir: str, quick: bool) -> dict:
   return {'rows': rows}
 
 
-def main(argv):
-  del argv
-  run(common.FLAGS.workdir, common.FLAGS.quick)
-
-
 if __name__ == '__main__':
-  common.define_flags()
-  app.run(main)
+  common.main(run)

@@ -16,7 +16,6 @@ canvases (a bigger input, not a bigger digit).
 import os
 
 import numpy as np
-from absl import app
 
 from configs import dense_to_fcn_digits
 from configs import gap_digits
@@ -133,11 +132,5 @@ def run(workdir: str, quick: bool) -> dict:
   return numbers
 
 
-def main(argv):
-  del argv
-  run(common.FLAGS.workdir, common.FLAGS.quick)
-
-
 if __name__ == '__main__':
-  common.define_flags()
-  app.run(main)
+  common.main(run)

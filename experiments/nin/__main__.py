@@ -13,7 +13,6 @@ with the same schedule and seeds.
 import os
 
 import numpy as np
-from absl import app
 
 from configs import nin_digits
 from experiments import common
@@ -86,11 +85,5 @@ def run(workdir: str, quick: bool) -> dict:
   return numbers
 
 
-def main(argv):
-  del argv
-  run(common.FLAGS.workdir, common.FLAGS.quick)
-
-
 if __name__ == '__main__':
-  common.define_flags()
-  app.run(main)
+  common.main(run)

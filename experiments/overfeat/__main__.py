@@ -17,7 +17,6 @@ import os
 
 import jax
 import numpy as np
-from absl import app
 
 from configs import dense_to_fcn_digits
 from experiments import common
@@ -124,11 +123,5 @@ def run(workdir: str, quick: bool) -> dict:
   return numbers
 
 
-def main(argv):
-  del argv
-  run(common.FLAGS.workdir, common.FLAGS.quick)
-
-
 if __name__ == '__main__':
-  common.define_flags()
-  app.run(main)
+  common.main(run)

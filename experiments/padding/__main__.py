@@ -19,7 +19,6 @@ on new synthetic images measures
 import os
 
 import numpy as np
-from absl import app
 
 from configs import default
 from experiments import common
@@ -181,11 +180,5 @@ def run(workdir: str, quick: bool) -> dict:
   return results
 
 
-def main(argv):
-  del argv
-  run(common.FLAGS.workdir, common.FLAGS.quick)
-
-
 if __name__ == '__main__':
-  common.define_flags()
-  app.run(main)
+  common.main(run)

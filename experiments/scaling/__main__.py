@@ -15,7 +15,6 @@ import os
 import time
 
 import numpy as np
-from absl import app
 
 from configs import default
 from experiments import common
@@ -159,11 +158,5 @@ def run(workdir: str, quick: bool) -> dict:
   return numbers
 
 
-def main(argv):
-  del argv
-  run(common.FLAGS.workdir, common.FLAGS.quick)
-
-
 if __name__ == '__main__':
-  common.define_flags()
-  app.run(main)
+  common.main(run)

@@ -15,7 +15,6 @@ images of several sizes: cell IoU, and the accuracy on the separating gaps
 import os
 
 import numpy as np
-from absl import app
 
 from configs import unet_cells
 from experiments import common
@@ -158,11 +157,5 @@ def run(workdir: str, quick: bool) -> dict:
   return {'rows': rows}
 
 
-def main(argv):
-  del argv
-  run(common.FLAGS.workdir, common.FLAGS.quick)
-
-
 if __name__ == '__main__':
-  common.define_flags()
-  app.run(main)
+  common.main(run)
