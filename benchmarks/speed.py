@@ -84,10 +84,17 @@ def _jax_train(name, batch, size, steps, repeats):
   import optax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from fcn_jax import train  # pylint: disable=g-import-not-at-top
+  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  from fcn_jax import devices  # pylint: disable=g-import-not-at-top
   model = _model(name)
   optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+  # As fcn_jax.train places them: parameters on every device, the batch split over them.
+  mesh = devices.batch_mesh(batch)
+  nnx.update((model, optimizer), jax.device_put(nnx.state((model, optimizer)),
+                                                NamedSharding(mesh, P())))
   x, y = _batch(name, batch, size)
-  data = {'image': jax.device_put(x), 'target': jax.device_put(y)}
+  split = NamedSharding(mesh, P('data'))
+  data = {'image': jax.device_put(x, split), 'target': jax.device_put(y, split)}
   task = 'heatmap' if name == 'patch_net' else 'segmentation'
 
   def step():
@@ -153,10 +160,9 @@ def _infer(framework, name, size, repeats):
     from fcn_jax import inference  # pylint: disable=g-import-not-at-top
     model = _model(name)
     model.eval()
-    xj = jax.device_put(x)
 
     def run():
-      return jax.block_until_ready(inference._forward(model, xj))  # pylint: disable=protected-access
+      return inference.predict(model, x)
   else:
     import torch  # pylint: disable=g-import-not-at-top
     model, module = _torch_model(name, framework == 'torch.compile')

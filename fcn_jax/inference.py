@@ -25,6 +25,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from fcn_jax import checkpoints
+from fcn_jax import devices
 from fcn_jax import geometry
 from fcn_jax import layers
 from fcn_jax import models
@@ -75,7 +76,10 @@ def predict(model: nnx.Module, image: np.ndarray) -> np.ndarray:
   """Logits for one `(H, W, C)` image (or an `(N, H, W, C)` batch), as NumPy."""
   batch = image[None] if image.ndim == 3 else image
   geometry.check(model, batch.shape)
-  out = np.asarray(jax.device_get(_forward(model, batch.astype(np.float32))))
+  # Rows split over the CPU cores (fcn_jax.devices): the same function, computed in parallel.
+  model, (batch,) = devices.spread(model, [batch.astype(np.float32)],
+                                   devices.row_sharding(batch.shape))
+  out = np.asarray(jax.device_get(_forward(model, batch)))
   return out[0] if image.ndim == 3 else out
 
 
@@ -348,7 +352,10 @@ def _tiles(model: nnx.Module, image, tile: int, batch: int, skip=frozenset()):
         for row, key in enumerate(keys):
           extents[row, b, 2 * a:2 * a + 2] = per_layer[key][:2]
       origins.append(out_origin)
-    logits = np.asarray(jax.device_get(_tiled_forward(model, windows, list(extents))))
+    # Tiles split over the CPU cores (fcn_jax.devices).
+    on_devices, (windows, *extents) = devices.spread(
+        model, [windows, *extents], devices.batch_sharding(windows.shape))
+    logits = np.asarray(jax.device_get(_tiled_forward(on_devices, windows, extents)))
     keeps, pieces = [], []
     for b, tile_index in enumerate(chunk):
       keep = [slice(k * ax.kept, min((k + 1) * ax.kept, ax.out_size))

@@ -23,9 +23,7 @@ Conventions (chosen to match PyTorch so weights and results carry over):
 from __future__ import annotations
 
 import contextlib
-import os
 import dataclasses
-import functools
 from typing import Any, Callable, Sequence
 
 import jax
@@ -35,13 +33,13 @@ from flax import nnx
 from jax import lax
 
 from fcn_jax import geometry
+from fcn_jax import lowering
 
 Pair = tuple[int, int]
 PaddingLike = str | int | Sequence[int] | Sequence[Sequence[int]]
 
 PADDING_MODES = {'zeros': 'constant', 'reflect': 'reflect', 'replicate': 'edge',
                  'circular': 'wrap'}
-_DIMS = ('NHWC', 'HWIO', 'NHWC')
 
 default_kernel_init = nnx.initializers.lecun_normal()
 
@@ -195,73 +193,11 @@ class Conv(nnx.Module):
     if self.padding_mode != 'zeros':
       x = jnp.pad(x, ((0, 0), *padding, (0, 0)), mode=PADDING_MODES[self.padding_mode])
       padding = ((0, 0), (0, 0))
-    if self.groups == 1 and CONV_LOWERING == 'im2col' and all(
-        isinstance(n, int) for n in x.shape):
-      y = _im2col_conv(x, kernel, self.stride, padding, self.dilation)
-    elif self.groups == 1 and CONV_LOWERING == 'vjp' and all(
-        isinstance(n, int) for n in x.shape):
-      y = _conv_im2col_grad(x, kernel, self.stride, padding, self.dilation)
-    else:
-      y = lax.conv_general_dilated(x, kernel, self.stride, padding, rhs_dilation=self.dilation,
-                                   dimension_numbers=_DIMS, feature_group_count=self.groups)
+    y = lax.conv_general_dilated(x, kernel, self.stride, padding, rhs_dilation=self.dilation,
+                                 dimension_numbers=lowering.DIMS, feature_group_count=self.groups)
     if self.bias is not None:
       y = y + self.bias[...].astype(dtype)
     return y
-
-
-CONV_LOWERING = os.environ.get('FCN_JAX_CONV_LOWERING', 'xla')
-
-
-def _xla_conv(x, kernel, stride, padding, dilation):
-  return lax.conv_general_dilated(x, kernel, stride, padding, rhs_dilation=dilation,
-                                  dimension_numbers=_DIMS)
-
-
-def _patches(x, kernel_shape, stride, padding, dilation):
-  kh, kw, _, _ = kernel_shape
-  xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-  (sh, sw), (dh, dw) = stride, dilation
-  oh = (xp.shape[1] - dh * (kh - 1) - 1) // sh + 1
-  ow = (xp.shape[2] - dw * (kw - 1) - 1) // sw + 1
-  cols = [xp[:, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
-          for i in range(kh) for j in range(kw)]
-  return cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv_im2col_grad(x, kernel, stride, padding, dilation):
-  """XLA's convolution, whose weight gradient is computed as patches^T @ grad (faster on
-  XLA:CPU than its transposed convolution, PERF-NOTES)."""
-  return _xla_conv(x, kernel, stride, padding, dilation)
-
-
-def _conv_fwd(x, kernel, stride, padding, dilation):
-  return _xla_conv(x, kernel, stride, padding, dilation), (x, kernel)
-
-
-def _conv_bwd(stride, padding, dilation, residuals, g):
-  x, kernel = residuals
-  _, x_vjp = jax.vjp(lambda x: _xla_conv(x, kernel, stride, padding, dilation), x)
-  patches = _patches(x, kernel.shape, stride, padding, dilation)
-  dk = jnp.einsum('nhwk,nhwo->ko', patches, g).reshape(kernel.shape)
-  return x_vjp(g)[0], dk
-
-
-_conv_im2col_grad.defvjp(_conv_fwd, _conv_bwd)
-
-
-def _im2col_conv(x, kernel, stride, padding, dilation):
-  """The convolution as strided slices + one matmul (see PERF-NOTES: faster on XLA:CPU for
-  small input channels and for the weight gradient)."""
-  kh, kw, c_in, c_out = kernel.shape
-  xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-  (sh, sw), (dh, dw) = stride, dilation
-  oh = (xp.shape[1] - dh * (kh - 1) - 1) // sh + 1
-  ow = (xp.shape[2] - dw * (kw - 1) - 1) // sw + 1
-  cols = [xp[:, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
-          for i in range(kh) for j in range(kw)]
-  patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
-  return patches @ kernel.reshape(kh * kw * c_in, c_out)
 
 
 def pointwise(in_channels: int, out_channels: int, *, rngs: nnx.Rngs, **kwargs) -> Conv:
@@ -332,14 +268,8 @@ class ConvTranspose(nnx.Module):
     _check(self, x)
     x = _tile_border(self, x, 'zeros')
     dtype = self.dtype or x.dtype
-    kernel = self.kernel[...].astype(dtype)[::-1, ::-1]
-    pads = []
-    for (lo, hi), k, d, op in zip(self.padding, self.kernel_size, self.dilation,
-                                  self.output_padding):
-      k_eff = d * (k - 1)
-      pads.append((k_eff - lo, k_eff - hi + op))
-    y = lax.conv_general_dilated(x.astype(dtype), kernel, (1, 1), pads, lhs_dilation=self.stride,
-                                 rhs_dilation=self.dilation, dimension_numbers=_DIMS)
+    y = lowering.conv_transpose(x.astype(dtype), self.kernel[...].astype(dtype), self.stride,
+                                self.padding, self.output_padding, self.dilation)
     if self.bias is not None:
       y = y + self.bias[...].astype(dtype)
     return y

@@ -10,10 +10,11 @@ function of the seed and the step), TensorBoard events and a readable log
 (clu), `metrics.jsonl`, `results.md` and `examples.png`. Running the same
 command again resumes from the latest checkpoint.
 
-Data parallel over all local devices (a 'data' mesh axis splits the batch,
-parameters are replicated) and across processes after
-`jax.distributed.initialize` (see `--coordinator`); one device is the same
-code path.
+Data parallel over the local devices (a 'data' mesh axis splits the batch,
+parameters are replicated; on CPU each core is a device, see
+`fcn_jax.devices`, and a batch that does not divide over all of them uses the
+most that it does) and across processes after `jax.distributed.initialize`
+(see `--coordinator`); one device is the same code path.
 """
 
 import contextlib
@@ -38,12 +39,12 @@ from absl import logging
 from clu import metric_writers
 from clu import periodic_actions
 from flax import nnx
-from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from ml_collections import config_flags
 
 from fcn_jax import checkpoints as checkpoints_lib
+from fcn_jax import devices
 from fcn_jax import evaluate
 from fcn_jax import geometry
 from fcn_jax import losses
@@ -174,11 +175,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      f'{config.compute_dtype!r}')
   _check_workdir(config, workdir, overwrite)
   jax.config.update('jax_debug_nans', bool(config.get('debug_nans', False)))
-  devices = jax.devices()
-  if config.batch_size % len(devices):
-    raise ValueError(f'batch_size {config.batch_size} must be a multiple of the number of '
-                     f'devices ({len(devices)})')
-  mesh = Mesh(np.asarray(devices), ('data',))
+  mesh = devices.batch_mesh(config.batch_size)
   replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
   local_batch = config.batch_size // jax.process_count()
 
