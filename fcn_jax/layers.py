@@ -193,8 +193,7 @@ class Conv(nnx.Module):
     if self.padding_mode != 'zeros':
       x = jnp.pad(x, ((0, 0), *padding, (0, 0)), mode=PADDING_MODES[self.padding_mode])
       padding = ((0, 0), (0, 0))
-    y = lax.conv_general_dilated(x, kernel, self.stride, padding, rhs_dilation=self.dilation,
-                                 dimension_numbers=lowering.DIMS, feature_group_count=self.groups)
+    y = lowering.conv(x, kernel, self.stride, padding, self.dilation, self.groups)
     if self.bias is not None:
       y = y + self.bias[...].astype(dtype)
     return y
@@ -419,7 +418,7 @@ class MaxPool(_Pool):
     _check(self, x)
     x = _tile_border(self, x, '-inf')
     if not self.return_switches:
-      return self._reduce(x, -jnp.inf, lax.max)
+      return lowering.max_pool(x, self.window, self.stride, self._padding(x))
     _, h, w, _ = x.shape
     padding = self._padding(x)
     out_h, out_w = ((n + lo + hi - k) // s + 1 for n, (lo, hi), k, s in

@@ -1,28 +1,37 @@
-"""How the layers express convolutions for XLA: the same numbers, programs XLA runs fast.
+"""How the layers express convolutions and pools for XLA: the same numbers, faster programs.
 
-XLA:CPU runs stride-1 convolutions through its library path (YNNPACK) but falls
-back to a slow generic loop for any convolution with *input* dilation — which is
-what a transposed convolution is, and what autodiff makes of the input gradient
-of a strided convolution (and the weight gradient of a transposed one). Measured
-on the 2-core CPU (`benchmarks/README.md`): the weight gradient of the U-Net's
-2x2 stride-2 up-convolutions alone took a third of a training step. So:
+XLA:CPU runs stride-1 convolutions through a library kernel (YNNPACK), fast. Profiles
+of training steps on the 2-core CPU (`benchmarks/README.md`, "Where the time goes")
+found the slow spots elsewhere, and each rewrite here removes one:
 
-* `conv` with stride `s > 1` is computed as a stride-1 convolution of the
-  space-to-depth input (`s*s*C` channels, kernel `ceil(k/s)` taps, the kernel
-  zero-padded to a multiple of `s`): no strided or dilated convolution in the
-  forward pass or in either gradient. It costs `(s*ceil(k/s)/k)^2` more FLOPs
-  (16/9 for 3x3 stride 2) and still wins, measured on whole training steps.
-* `conv_transpose` with stride `s > 1` is the sub-pixel ("phase") form: one
-  stride-1 convolution producing `s*s*C_out` channels (one per output phase),
-  then depth-to-space and the crop. For kernel == stride (U-Net's 2x2/2) that
-  is a 1x1 convolution, i.e. a single matmul.
+* Input-dilated convolutions run in a slow generic loop. A transposed convolution is
+  one, so are the input gradient of a strided convolution and the weight gradient
+  of a transposed one (a third of a U-Net training step). `conv_transpose` with
+  stride `s > 1` is therefore the sub-pixel form: one stride-1 convolution giving
+  `s*s*C_out` channels (one per output phase), depth-to-space, crop; for kernel ==
+  stride (U-Net's 2x2/2) a matmul. Strided `conv`s keep XLA's forward but own their
+  gradients (`jax.custom_vjp`): the input gradient is that sub-pixel transposed
+  convolution, the weight gradient one matmul per tap (training +6-8 %).
+* Weight gradients are convolutions whose window is the whole image: for a 1x1
+  convolution ~10x slower than the same product as a matmul, so 1x1 convolutions
+  are `einsum`s (a dot, whose gradients are dots).
+* Three input channels (RGB) miss the vectorised kernels: one zero channel to make
+  four made the first conv 2.4x faster.
+* The gradient of `lax.reduce_window` max is a select-and-scatter, run as a variadic
+  reduce-window over values and indices: `max_pool` with windows that tile the input
+  is a reshape and a max.
 
-Both are exact rewrites (results equal to `lax.conv_general_dilated` within
-float rounding; `tests/test_lowering.py`). They apply to ungrouped, undilated
-convolutions with concrete sizes; anything else, and symbolic sizes for
-`jax.export`, uses `lax.conv_general_dilated` directly.
+Tried and not kept (measured on whole training steps): strided convs as space-to-depth
+stride-1 convs (patch_net training 2x slower: XLA's weight gradient of the 2x2 kernel
+on 4C channels is slow), im2col for every conv (U-Net 3x slower), the weight gradient
+in batch chunks (no gain), bfloat16 (no faster on XLA:CPU here).
+
+Every rewrite is exact up to float rounding (`tests/test_lowering.py` compares values
+and gradients with `lax.conv_general_dilated` / `lax.reduce_window`); grouped or dilated
+convolutions, and symbolic sizes (`jax.export`), use XLA's own ops.
 """
 
+import functools
 from typing import Sequence
 
 import jax
@@ -39,6 +48,57 @@ def _concrete(x: jax.Array) -> bool:
 
 def _taps(k: int, s: int) -> int:
   return -(-k // s)
+
+
+def conv(x: jax.Array, kernel: jax.Array, stride: Pair, padding: Sequence[Pair],
+         dilation: Pair = (1, 1), groups: int = 1) -> jax.Array:
+  """`lax.conv_general_dilated(x, kernel, stride, padding, rhs_dilation=dilation)`, NHWC/HWIO."""
+  if groups != 1:
+    return lax.conv_general_dilated(x, kernel, stride, padding, rhs_dilation=dilation,
+                                    dimension_numbers=DIMS, feature_group_count=groups)
+  if kernel.shape[:2] == (1, 1) and stride == (1, 1) and not any(map(any, padding)):
+    return jnp.einsum('nhwc,co->nhwo', x, kernel[0, 0])
+  c_in = x.shape[-1]
+  if c_in % 4 and c_in < 8:  # zero channels up to a multiple of 4 (RGB -> 4)
+    extra = -c_in % 4
+    x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra)))
+    kernel = jnp.pad(kernel, ((0, 0), (0, 0), (0, extra), (0, 0)))
+  if dilation == (1, 1) and stride != (1, 1) and _concrete(x):
+    return _strided_conv(x, kernel, tuple(stride), tuple(map(tuple, padding)))
+  return lax.conv_general_dilated(x, kernel, stride, padding, rhs_dilation=dilation,
+                                  dimension_numbers=DIMS)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _strided_conv(x, kernel, stride, padding):
+  """A strided convolution whose gradients avoid XLA's input-dilated convolutions."""
+  return lax.conv_general_dilated(x, kernel, stride, padding, dimension_numbers=DIMS)
+
+
+def _strided_conv_fwd(x, kernel, stride, padding):
+  return _strided_conv(x, kernel, stride, padding), (x, kernel)
+
+
+def _strided_conv_bwd(stride, padding, residuals, g):
+  x, kernel = residuals
+  kh, kw, c_in, c_out = kernel.shape
+  # Input gradient: the transposed convolution of g (sub-pixel form below); the output
+  # padding restores the rows the forward pass's floor division dropped.
+  dropped = tuple((n + lo + hi - k) % s for n, (lo, hi), k, s in
+                  zip(x.shape[1:3], padding, (kh, kw), stride))
+  dx = conv_transpose(g, kernel.transpose(0, 1, 3, 2), stride, padding, dropped)
+  # Weight gradient: per tap, one matmul of the strided input samples with g.
+  (sh, sw), (oh, ow) = stride, g.shape[1:3]
+  (top, bottom), (left, right) = padding
+  xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (top, bottom, 0), (left, right, 0),
+                                           (0, 0, 0)))
+  grads = g.reshape(-1, c_out)
+  taps = [xp[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw].reshape(-1, c_in).T @ grads
+          for i in range(kh) for j in range(kw)]
+  return dx, jnp.stack(taps).reshape(kh, kw, c_in, c_out)
+
+
+_strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
 
 
 def conv_transpose(x: jax.Array, kernel: jax.Array, stride: Pair, padding: Sequence[Pair],
@@ -60,8 +120,7 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, stride: Pair, padding: Seque
   kernel = jnp.pad(kernel, ((0, ah * sh - kh), (0, aw * sw - kw), (0, 0), (0, 0)))
   kernel = kernel.reshape(ah, sh, aw, sw, c_in, c_out)[::-1, :, ::-1]
   kernel = kernel.transpose(0, 2, 4, 1, 3, 5).reshape(ah, aw, c_in, sh * sw * c_out)
-  y = lax.conv_general_dilated(x, kernel, (1, 1), ((ah - 1, ah - 1), (aw - 1, aw - 1)),
-                               dimension_numbers=DIMS)
+  y = conv(x, kernel, (1, 1), ((ah - 1, ah - 1), (aw - 1, aw - 1)))
   full_h, full_w = h + ah - 1, w + aw - 1
   y = y.reshape(n, full_h, full_w, sh, sw, c_out).transpose(0, 1, 3, 2, 4, 5)
   y = y.reshape(n, full_h * sh, full_w * sw, c_out)
@@ -72,3 +131,22 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, stride: Pair, padding: Seque
   return lax.pad(y, jnp.zeros((), y.dtype),
                  ((0, 0, 0), (-top, kh - bottom + op_h - ah * sh, 0),
                   (-left, kw - right + op_w - aw * sw, 0), (0, 0, 0)))
+
+
+def max_pool(x: jax.Array, window: Pair, stride: Pair, padding: Sequence[Pair]) -> jax.Array:
+  """Max pooling, NHWC, `-inf` padding; windows that tile the input are a reshape and a max.
+
+  Autodiff of `lax.reduce_window` is a select-and-scatter, which XLA:CPU runs as a
+  variadic reduce-window over the values and their indices (~7 % of a U-Net
+  training step, measured); the max over a reshaped axis differentiates into
+  elementwise ops. One difference: where a window holds several equal maxima, the
+  gradient is shared between them instead of going to one of them (after a ReLU,
+  tied zeros get no gradient either way).
+  """
+  n, h, w, c = x.shape
+  if window != stride or any(lo or hi for lo, hi in padding) or not _concrete(x):
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *stride, 1),
+                             ((0, 0), *padding, (0, 0)))
+  (kh, kw), (oh, ow) = window, (h // window[0], w // window[1])
+  x = x[:, :oh * kh, :ow * kw]  # floor mode: a partial last window is dropped
+  return x.reshape(n, oh, kh, ow, kw, c).max(axis=(2, 4))

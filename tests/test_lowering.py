@@ -1,0 +1,89 @@
+"""fcn_jax.lowering computes what XLA's own ops compute: values and both gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from fcn_jax import lowering
+
+
+def _cases(seed, count):
+  """Random (kernel, stride, padding, height, width, channels) with a non-empty output."""
+  rng = np.random.default_rng(seed)
+  cases = []
+  while len(cases) < count:
+    k = tuple(int(v) for v in rng.integers(1, 6, 2))
+    s = tuple(int(v) for v in rng.integers(1, 4, 2))
+    pad = tuple((int(rng.integers(0, kk)), int(rng.integers(0, kk))) for kk in k)
+    h, w = (int(v) for v in rng.integers(2, 14, 2))
+    if h + sum(pad[0]) >= k[0] and w + sum(pad[1]) >= k[1]:
+      cases.append((k, s, pad, h, w, int(rng.integers(1, 6))))
+  return cases
+
+
+def _compare(ours, reference, *args):
+  """Values and gradients (w.r.t. every argument) of `ours` and `reference` agree."""
+  expected = reference(*args)
+  got = ours(*args)
+  assert got.shape == expected.shape
+  np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+  probe = jnp.asarray(np.random.default_rng(0).normal(size=expected.shape), expected.dtype)
+  grads = jax.grad(lambda *a: (ours(*a) * probe).sum(), range(len(args)))(*args)
+  expected_grads = jax.grad(lambda *a: (reference(*a) * probe).sum(), range(len(args)))(*args)
+  for g, e in zip(grads, expected_grads):
+    np.testing.assert_allclose(g, e, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize('case', _cases(0, 24) + [((3, 3), (2, 2), ((1, 1), (1, 1)), 16, 16, 3),
+                                                    ((1, 1), (1, 1), ((0, 0), (0, 0)), 5, 7, 6)])
+def test_conv_matches_xla(case):
+  (kh, kw), stride, padding, h, w, c = case
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(2, h, w, c)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(kh, kw, c, 4)), jnp.float32)
+  _compare(jax.jit(lambda x, k: lowering.conv(x, k, stride, padding)),
+           lambda x, k: lax.conv_general_dilated(x, k, stride, padding,
+                                                 dimension_numbers=lowering.DIMS), x, kernel)
+
+
+@pytest.mark.parametrize('case', _cases(1, 24) + [((2, 2), (2, 2), ((0, 0), (0, 0)), 8, 8, 3),
+                                                    ((4, 4), (2, 2), ((1, 1), (1, 1)), 5, 6, 2)])
+def test_conv_transpose_matches_xla(case):
+  (kh, kw), stride, padding, h, w, c = case
+  rng = np.random.default_rng(2)
+  output_padding = tuple(int(rng.integers(0, s)) for s in stride)
+  x = jnp.asarray(rng.normal(size=(2, h, w, c)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(kh, kw, c, 3)), jnp.float32)
+
+  def reference(x, k):  # PyTorch's conv_transpose2d as an input-dilated convolution
+    pads = [(kk - 1 - lo, kk - 1 - hi + op) for (lo, hi), kk, op in
+            zip(padding, (kh, kw), output_padding)]
+    return lax.conv_general_dilated(x, k[::-1, ::-1], (1, 1), pads, lhs_dilation=stride,
+                                    dimension_numbers=lowering.DIMS)
+
+  if min(reference(x, kernel).shape[1:3]) <= 0:
+    pytest.skip('padding crops the whole output')
+  _compare(jax.jit(lambda x, k: lowering.conv_transpose(x, k, stride, padding, output_padding)),
+           reference, x, kernel)
+
+
+@pytest.mark.parametrize('window,stride,padding,size', [
+    ((2, 2), (2, 2), ((0, 0), (0, 0)), (8, 8)),
+    ((2, 2), (2, 2), ((0, 0), (0, 0)), (7, 9)),  # floor mode drops the partial window
+    ((3, 3), (3, 3), ((0, 0), (0, 0)), (9, 10)),
+    ((3, 3), (2, 2), ((1, 1), (1, 1)), (8, 8)),  # overlapping, padded: XLA's reduce_window
+])
+def test_max_pool_matches_reduce_window(window, stride, padding, size):
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(2, *size, 3)), jnp.float32)  # no ties
+  _compare(jax.jit(lambda x: lowering.max_pool(x, window, stride, padding)),
+           lambda x: lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *stride, 1),
+                                       ((0, 0), *padding, (0, 0))), x)
+
+
+def test_grouped_and_dilated_convs_use_xla():
+  x = jnp.ones((1, 9, 9, 4))
+  grouped = lowering.conv(x, jnp.ones((3, 3, 2, 4)), (2, 2), ((1, 1), (1, 1)), groups=2)
+  dilated = lowering.conv(x, jnp.ones((3, 3, 4, 2)), (2, 2), ((2, 2), (2, 2)), dilation=(2, 2))
+  assert grouped.shape == (1, 5, 5, 4) and dilated.shape == (1, 5, 5, 2)
