@@ -2,11 +2,13 @@
 
 `torch_peer(model)` builds the same function in PyTorch (NCHW) for the models
 the benchmark compares: `patch_net` (stride-2 convs + 1x1 head, any padding
-'same'/'valid' with zero padding) and `unet` with `padding='same'`,
+'same'/'valid' with zero padding), `unet` with `padding='same'`,
 `upsample='transpose'` and no normalisation. Layout: Flax conv kernels are
 `(kh, kw, in, out)`, PyTorch's `(out, in, kh, kw)`; transposed-conv kernels
 are `(kh, kw, in, out)` with PyTorch semantics here and `(in, out, kh, kw)` in
-PyTorch. `tests/test_peers.py` checks the outputs are equal.
+PyTorch. `fcn8s` (and 16s/32s) without dropout: VGG blocks with ceil-mode pools,
+fc6/fc7 as convs, skip fusions cropped at the offsets the Flax model's geometry
+gives. `tests/test_peers.py` checks the outputs are equal.
 """
 
 import numpy as np
@@ -105,6 +107,40 @@ class _UNet(nn.Module):
     return self.head(self.body(x))
 
 
+class _FCN(nn.Module):
+  """FCN-32s/16s/8s; the crop offsets of every fusion come from the Flax model's geometry."""
+
+  def __init__(self, model):
+    super().__init__()
+    self.first_skip = model.first_skip
+    self.blocks = nn.ModuleList(_sequential(b) for b in model.blocks)
+    self.classifier = _sequential(model.classifier)
+    self.score_pool = nn.ModuleList(_conv(c) for c in model.score_pool)
+    self.up2 = nn.ModuleList(_conv_transpose(u) for u in model.up2)
+    self.final_up = _conv_transpose(model.final_up)
+    self._offsets, self._crop_offsets = {}, model.crop_offsets
+
+  def _fused(self, b, x, offsets):
+    if b == 5:
+      return self.classifier(x)
+    k = b - self.first_skip
+    deeper = self.up2[k](self._fused(b + 1, self.blocks[b](x), offsets))
+    (top, left), (h, w) = offsets[f'score_pool{b}'], deeper.shape[2:]
+    return self.score_pool[k](x)[:, :, top:top + h, left:left + w] + deeper
+
+  def forward(self, x):
+    size = tuple(x.shape[2:])
+    if size not in self._offsets:
+      self._offsets[size] = self._crop_offsets(size)
+    offsets = self._offsets[size]
+    h = x
+    for block in self.blocks[:self.first_skip]:
+      h = block(h)
+    scores = self.final_up(self._fused(self.first_skip, h, offsets))
+    top, left = offsets['final']
+    return scores[:, :, top:top + size[0], left:left + size[1]]
+
+
 def torch_peer(model) -> nn.Module:
   """The PyTorch module computing the same function as `model` (NCHW in and out)."""
   name = getattr(model, 'name', type(model).__name__)
@@ -112,4 +148,6 @@ def torch_peer(model) -> nn.Module:
     return _PatchNet(model)
   if name == 'unet':
     return _UNet(model)
-  raise ValueError(f'no PyTorch peer for {name!r} (peers: patch_net, unet)')
+  if name in ('fcn32s', 'fcn16s', 'fcn8s'):
+    return _FCN(model)
+  raise ValueError(f'no PyTorch peer for {name!r} (peers: patch_net, unet, fcn8s/16s/32s)')

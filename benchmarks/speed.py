@@ -1,22 +1,27 @@
 r"""fcn_jax vs PyTorch on the same functions: training and inference throughput, compile, memory.
 
-  python -m benchmarks.speed          # the full table (about 10 minutes on 2 cores)
-  python -m benchmarks.speed --quick  # patch_net, batch 8, 256^2, one repeat (CI smoke run)
+  python -m benchmarks.speed            # the full table (about 25 minutes on 2 cores)
+  python -m benchmarks.speed --rounds=1 # one pair of runs per figure (about 10 minutes)
+  python -m benchmarks.speed --quick    # patch_net, batch 8, 256^2, one run (CI smoke run)
 
 Models (`benchmarks/peers.py` copies the Flax weights into PyTorch; the tests
 check equal outputs): `patch_net` as in the issue (stride-2 3x3 convs 32/64/128,
-1x1 convs 32 -> 1) and a small same-padding U-Net (depth 3, width 16). Figures,
-each measured in its own fresh process (so peak RSS is its own), fcn_jax and
-its peers alternating:
+1x1 convs 32 -> 1), a small same-padding U-Net (depth 3, width 16) and a small
+FCN-8s (VGG widths 8-64, fc 128, 21 classes, no dropout). Every run is a fresh
+process (so peak RSS and the first step are its own); fcn_jax and PyTorch eager
+alternate, `--rounds` pairs per figure, and each ratio is of one pair:
 
 * training: patches/s of a full step (forward, backward, Adam) at batch 64 of
-  64x64x3, median of 5 timed runs of 10 steps after the first step; the first
-  step's time is the compile time (JAX) or first-call overhead (PyTorch);
-* inference: Mpixel/s at 256^2, 1024^2 and 4096^2 (batch 1), median of 5 runs;
-* achieved GFLOP/s (the FLOPs of the step from XLA's cost analysis, for both)
-  against the measured float32 matmul peak of the machine (2048^2 matmuls).
+  64x64x3, fcn_jax as `fcn_jax.train` runs it (parameters on every CPU device,
+  the batch split over them); the first step's time is the compile time (JAX)
+  or first-call overhead (PyTorch);
+* inference: Mpixel/s of `fcn_jax.inference.predict` at 256^2, 1024^2 and 4096^2
+  (FCN-8s: 256^2, 1024^2), batch 1;
+* achieved GFLOP/s (the FLOPs of the step from XLA's cost analysis) against the
+  measured float32 matmul peak of the machine (2048^2 matmuls).
 
-Rewrites the "fcn_jax vs PyTorch" section of benchmarks/README.md.
+Rewrites the "fcn_jax vs PyTorch" section of benchmarks/README.md and writes
+benchmarks/speed.json (every run).
 """
 
 import json
@@ -37,7 +42,11 @@ SECTION = '## fcn_jax vs PyTorch'
 MODELS = {
     'patch_net': dict(name='patch_net', features=(32, 64, 128), head=(32, 1)),
     'unet': dict(name='unet', in_channels=3, num_classes=2, depth=3, width=16, padding='same'),
+    'fcn8s': dict(name='fcn', variant='fcn8s', widths=(8, 16, 32, 64, 64), fc_width=128,
+                  num_classes=21, dropout=0.0),
 }
+SIZES = {'fcn8s': (256, 1024)}  # inference sizes other than (256, 1024, 4096)
+STEPS = {'fcn8s': 3}  # training steps per timed run other than 10
 FRAMEWORKS = ('jax', 'torch', 'torch.compile')
 
 
@@ -261,69 +270,93 @@ def _fmt(row: dict | None, key: str, digits: int = 1) -> str:
   return f'{row[key]:,.{digits}f}'
 
 
+def _rounds(rows: list[dict], kind: str, framework: str, name: str | None = None,
+            size: int | None = None) -> list[dict]:
+  return [r for r in rows if (r['kind'], r['framework']) == (kind, framework) and
+          r.get('model') == name and (size is None or r.get('size') == size)]
+
+
+def _median(rows: list[dict], key: str) -> dict | None:
+  """The row whose `key` is the median over `rows` (None if none; an error row if any failed)."""
+  if not rows:
+    return None
+  failed = [r for r in rows if 'error' in r]
+  if failed:
+    return failed[0]
+  return sorted(rows, key=lambda r: r[key])[(len(rows) - 1) // 2]
+
+
 def main(argv):
   del argv
   if FLAGS.one:
     print(json.dumps(measure(json.loads(FLAGS.one))))
     return
   quick = FLAGS.quick
-  batch, steps, repeats = (8, 2, 1) if quick else (64, 10, 5)
-  sizes = (256,) if quick else (256, 1024, 4096)
-  frameworks = ('jax', 'torch') if quick else FRAMEWORKS
+  batch, steps, repeats, rounds = (8, 2, 1, 1) if quick else (64, 10, 3, FLAGS.rounds)
+  names = ('patch_net',) if quick else tuple(MODELS)
   rows = []
   for framework in ('jax', 'torch'):
     rows.append(_child({'kind': 'matmul', 'framework': framework, 'repeats': 3 if quick else 10}))
-  names = ('patch_net',) if quick else tuple(MODELS)
+  figures = []
   for name in names:
-    for framework in frameworks:
-      rows.append(_child({'kind': 'train', 'framework': framework, 'model': name, 'batch': batch,
-                          'size': 64, 'steps': steps, 'repeats': repeats}))
-    for size in sizes:
-      for framework in frameworks:
-        rows.append(_child({'kind': 'infer', 'framework': framework, 'model': name,
-                            'size': size, 'repeats': 2 if quick else 5}))
+    figures.append({'kind': 'train', 'model': name, 'batch': batch, 'size': 64,
+                    'steps': STEPS.get(name, steps) if not quick else steps, 'repeats': repeats})
+    for size in ((256,) if quick else SIZES.get(name, (256, 1024, 4096))):
+      figures.append({'kind': 'infer', 'model': name, 'size': size,
+                      'repeats': repeats + (2 if size <= 1024 else 0)})
+  for spec in figures:
+    # fcn_jax and PyTorch eager alternate, `rounds` pairs (each its own fresh process), so
+    # every ratio is of two runs taken side by side; torch.compile runs once.
+    for _ in range(rounds):
+      for framework in ('jax', 'torch'):
+        rows.append(_child({**spec, 'framework': framework}))
+    if not quick:
+      rows.append(_child({**spec, 'framework': 'torch.compile'}))
   peak = max(r.get('gflops', 0) for r in rows if r['kind'] == 'matmul')
-
-  def find(kind, framework, name=None, size=None):
-    for r in rows:
-      if (r['kind'], r['framework']) == (kind, framework) and r.get('model') == name and (
-          size is None or r.get('size') == size):
-        return r
-    return None
 
   import jax  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   lines = [SECTION, '',
-           f'`python -m benchmarks.speed{" --quick" if quick else ""}` on {_cpu()}; '
-           f'jax {jax.__version__}, torch {torch.__version__} (threads: {torch.get_num_threads()}). '
-           'Each cell is its own process; rates are medians of '
-           f'{repeats} timed runs after the first (spread: min–max time in the json). "first" is '
-           'the first step (JAX: trace + compile; torch.compile: compile). GFLOP/s use the XLA '
-           f'cost analysis of the same function for both. Matmul peak (2048², float32): '
-           f'JAX {_fmt(find("matmul", "jax"), "gflops")}, PyTorch '
-           f'{_fmt(find("matmul", "torch"), "gflops")} GFLOP/s.', '',
+           f'`python -m benchmarks.speed{" --quick" if quick else f" --rounds={rounds}"}` on '
+           f'{_cpu()}; '
+           f'jax {jax.__version__}, torch {torch.__version__} (threads: {torch.get_num_threads()}), '
+           'float32. Every run is a fresh process; fcn_jax and PyTorch eager alternate, '
+           f'{rounds} pair(s) per figure, each run the median of {repeats} timed runs '
+           f'({repeats + 2} for inference up to 1024²) after the first. The ratio is per pair, shown as median '
+           '(min–max over the pairs); rates are the medians over the rounds. "first" is the first '
+           'step (JAX: trace + compile; torch.compile: compile). GFLOP/s: the FLOPs of the same '
+           'function from XLA\'s cost analysis, per second of fcn_jax. Matmul peak (2048², '
+           f'float32): JAX {_fmt(_median(_rounds(rows, "matmul", "jax"), "gflops"), "gflops")}, '
+           f'PyTorch {_fmt(_median(_rounds(rows, "matmul", "torch"), "gflops"), "gflops")} '
+           'GFLOP/s. Training: batch of 64×64×3 patches (patch_net: heat-map BCE; U-Net, '
+           'FCN-8s: per-pixel cross-entropy), Adam; inference: batch 1.', '',
            '| figure | model | fcn_jax | PyTorch eager | torch.compile | fcn_jax / eager | '
            'fcn_jax GFLOP/s (% of peak) | first step s (jax / eager / compile) | peak RSS MB '
            '(jax / eager) |',
            '|---|---|---:|---:|---:|---:|---:|---:|---:|']
-  for name in names:
-    figures = [('train', None, f'training, patches/s (batch {batch}, 64²)')] + [
-        ('infer', s, f'inference {s}², Mpixel/s') for s in sizes]
-    for kind, size, label in figures:
-      j, t, c = (find(kind, f, name, size) for f in FRAMEWORKS)
-      ratio = (f'{j["rate"] / t["rate"]:.2f}×' if j and t and 'rate' in j and 'rate' in t
-               else 'n/a')
-      gflops = '-'
-      if j and 'rate' in j:
-        flops = _flops(name, batch if kind == 'train' else 1, 64 if kind == 'train' else size,
-                       kind == 'train')
-        per_second = (j['rate'] / batch if kind == 'train' else j['rate'] * 1e6 / size ** 2)
-        achieved = flops * per_second / 1e9
-        gflops = f'{achieved:.1f} ({achieved / peak:.0%})' if peak else f'{achieved:.1f}'
-      lines.append(f'| {label} | {name} | {_fmt(j, "rate")} | {_fmt(t, "rate")} | '
-                   f'{_fmt(c, "rate")} | {ratio} | {gflops} | {_fmt(j, "first_s", 2)} / '
-                   f'{_fmt(t, "first_s", 2)} / {_fmt(c, "first_s", 2)} | '
-                   f'{_fmt(j, "peak_rss_mb", 0)} / {_fmt(t, "peak_rss_mb", 0)} |')
+  for spec in figures:
+    kind, name, size = spec['kind'], spec['model'], spec['size']
+    per = {f: _rounds(rows, kind, f, name, size) for f in FRAMEWORKS}
+    j, t, c = (_median(per[f], 'rate') for f in FRAMEWORKS)
+    ratios = [a['rate'] / b['rate'] for a, b in zip(per['jax'], per['torch'])
+              if 'rate' in a and 'rate' in b]
+    ratio = 'n/a'
+    if ratios:
+      ratio = f'{statistics.median(ratios):.2f}×'
+      if len(ratios) > 1:
+        ratio += f' ({min(ratios):.2f}–{max(ratios):.2f})'
+    gflops = '-'
+    if j and 'rate' in j:
+      flops = _flops(name, batch if kind == 'train' else 1, size, kind == 'train')
+      per_second = j['rate'] / batch if kind == 'train' else j['rate'] * 1e6 / size ** 2
+      achieved = flops * per_second / 1e9
+      gflops = f'{achieved:.1f} ({achieved / peak:.0%})' if peak else f'{achieved:.1f}'
+    label = (f'training, patches/s (batch {batch}, 64²)' if kind == 'train' else
+             f'inference {size}², Mpixel/s')
+    lines.append(f'| {label} | {name} | {_fmt(j, "rate")} | {_fmt(t, "rate")} | '
+                 f'{_fmt(c, "rate")} | {ratio} | {gflops} | {_fmt(j, "first_s", 2)} / '
+                 f'{_fmt(t, "first_s", 2)} / {_fmt(c, "first_s", 2)} | '
+                 f'{_fmt(j, "peak_rss_mb", 0)} / {_fmt(t, "peak_rss_mb", 0)} |')
   errors = sorted({f'{r["framework"]}: {r["error"]}' for r in rows if 'error' in r})
   if errors:
     lines += ['', 'Not measured: ' + '; '.join(errors)]
@@ -346,5 +379,6 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.DEFINE_bool('quick', False, 'Small batches and one size: a smoke run.')
+  flags.DEFINE_integer('rounds', 3, 'fcn_jax / PyTorch pairs of runs per figure.')
   flags.DEFINE_string('one', None, 'Internal: measure one figure (JSON spec) and print it.')
   app.run(main)

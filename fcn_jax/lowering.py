@@ -64,30 +64,34 @@ def conv(x: jax.Array, kernel: jax.Array, stride: Pair, padding: Sequence[Pair],
     x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra)))
     kernel = jnp.pad(kernel, ((0, 0), (0, 0), (0, extra), (0, 0)))
   if dilation == (1, 1) and stride != (1, 1) and _concrete(x):
-    return _strided_conv(x, kernel, tuple(stride), tuple(map(tuple, padding)))
+    return _tap_conv(x, kernel, tuple(stride), tuple(map(tuple, padding)))
   return lax.conv_general_dilated(x, kernel, stride, padding, rhs_dilation=dilation,
                                   dimension_numbers=DIMS)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _strided_conv(x, kernel, stride, padding):
-  """A strided convolution whose gradients avoid XLA's input-dilated convolutions."""
+def _tap_conv(x, kernel, stride, padding):
+  """XLA's convolution, with a weight gradient of one matmul per kernel tap and, for
+  strides > 1, an input gradient that is a sub-pixel transposed convolution."""
   return lax.conv_general_dilated(x, kernel, stride, padding, dimension_numbers=DIMS)
 
 
-def _strided_conv_fwd(x, kernel, stride, padding):
-  return _strided_conv(x, kernel, stride, padding), (x, kernel)
+def _tap_conv_fwd(x, kernel, stride, padding):
+  return _tap_conv(x, kernel, stride, padding), (x, kernel)
 
 
-def _strided_conv_bwd(stride, padding, residuals, g):
+def _tap_conv_bwd(stride, padding, residuals, g):
   x, kernel = residuals
   kh, kw, c_in, c_out = kernel.shape
-  # Input gradient: the transposed convolution of g (sub-pixel form below); the output
-  # padding restores the rows the forward pass's floor division dropped.
-  dropped = tuple((n + lo + hi - k) % s for n, (lo, hi), k, s in
-                  zip(x.shape[1:3], padding, (kh, kw), stride))
-  dx = conv_transpose(g, kernel.transpose(0, 1, 3, 2), stride, padding, dropped)
-  # Weight gradient: per tap, one matmul of the strided input samples with g.
+  if stride == (1, 1):
+    dx = jax.vjp(lambda x: lax.conv_general_dilated(x, kernel, stride, padding,
+                                                    dimension_numbers=DIMS), x)[1](g)[0]
+  else:
+    # The transposed convolution of g; the output padding restores the rows the forward
+    # pass's floor division dropped.
+    dropped = tuple((n + lo + hi - k) % s for n, (lo, hi), k, s in
+                    zip(x.shape[1:3], padding, (kh, kw), stride))
+    dx = conv_transpose(g, kernel.transpose(0, 1, 3, 2), stride, padding, dropped)
   (sh, sw), (oh, ow) = stride, g.shape[1:3]
   (top, bottom), (left, right) = padding
   xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (top, bottom, 0), (left, right, 0),
@@ -98,7 +102,7 @@ def _strided_conv_bwd(stride, padding, residuals, g):
   return dx, jnp.stack(taps).reshape(kh, kw, c_in, c_out)
 
 
-_strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
+_tap_conv.defvjp(_tap_conv_fwd, _tap_conv_bwd)
 
 
 def conv_transpose(x: jax.Array, kernel: jax.Array, stride: Pair, padding: Sequence[Pair],
@@ -120,7 +124,10 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, stride: Pair, padding: Seque
   kernel = jnp.pad(kernel, ((0, ah * sh - kh), (0, aw * sw - kw), (0, 0), (0, 0)))
   kernel = kernel.reshape(ah, sh, aw, sw, c_in, c_out)[::-1, :, ::-1]
   kernel = kernel.transpose(0, 2, 4, 1, 3, 5).reshape(ah, aw, c_in, sh * sw * c_out)
-  y = conv(x, kernel, (1, 1), ((ah - 1, ah - 1), (aw - 1, aw - 1)))
+  if ah * aw == 1:
+    y = jnp.einsum('nhwc,co->nhwo', x, kernel[0, 0])
+  else:  # few taps, many output channels: its weight gradient is per-tap matmuls
+    y = _tap_conv(x, kernel, (1, 1), ((ah - 1, ah - 1), (aw - 1, aw - 1)))
   full_h, full_w = h + ah - 1, w + aw - 1
   y = y.reshape(n, full_h, full_w, sh, sw, c_out).transpose(0, 1, 3, 2, 4, 5)
   y = y.reshape(n, full_h * sh, full_w * sw, c_out)
@@ -134,19 +141,60 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, stride: Pair, padding: Seque
 
 
 def max_pool(x: jax.Array, window: Pair, stride: Pair, padding: Sequence[Pair]) -> jax.Array:
-  """Max pooling, NHWC, `-inf` padding; windows that tile the input are a reshape and a max.
+  """Max pooling, NHWC, `-inf` padding, PyTorch's gradient (the first maximum of each window
+  gets it). Windows that tile the input (window == stride) are a reshape and a max.
 
   Autodiff of `lax.reduce_window` is a select-and-scatter, which XLA:CPU runs as a
   variadic reduce-window over the values and their indices (~7 % of a U-Net
-  training step, measured); the max over a reshaped axis differentiates into
-  elementwise ops. One difference: where a window holds several equal maxima, the
-  gradient is shared between them instead of going to one of them (after a ReLU,
-  tied zeros get no gradient either way).
+  training step, measured); here the gradient is elementwise ops on the same
+  reshaped windows.
   """
-  n, h, w, c = x.shape
-  if window != stride or any(lo or hi for lo, hi in padding) or not _concrete(x):
+  if window != stride or not _concrete(x):
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *stride, 1),
                              ((0, 0), *padding, (0, 0)))
-  (kh, kw), (oh, ow) = window, (h // window[0], w // window[1])
-  x = x[:, :oh * kh, :ow * kw]  # floor mode: a partial last window is dropped
-  return x.reshape(n, oh, kh, ow, kw, c).max(axis=(2, 4))
+  return _tiling_max_pool(x, tuple(window), tuple(map(tuple, padding)))
+
+
+def _windows(x, window, padding):
+  """`x` padded with -inf to exactly its windows' rows and columns, `(N, oh, kh, ow, kw, C)`."""
+  (top, bottom), (left, right) = padding
+  (kh, kw), n, c = window, x.shape[0], x.shape[3]
+  oh, ow = ((m + lo + hi) // k for m, (lo, hi), k in zip(x.shape[1:3], padding, window))
+  x = lax.pad(x, jnp.array(-jnp.inf, x.dtype),  # a partial last window is dropped
+              ((0, 0, 0), (top, oh * kh - x.shape[1] - top, 0),
+               (left, ow * kw - x.shape[2] - left, 0), (0, 0, 0)))
+  return x.reshape(n, oh, kh, ow, kw, c)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _tiling_max_pool(x, window, padding):
+  return _windows(x, window, padding).max(axis=(2, 4))
+
+
+def _tiling_max_pool_fwd(x, window, padding):
+  y = _tiling_max_pool(x, window, padding)
+  return y, (x, y)
+
+
+def _tiling_max_pool_bwd(window, padding, residuals, g):
+  x, y = residuals
+  windows = _windows(x, window, padding)
+  found = jnp.zeros(y.shape, bool)
+  rows = []
+  for a in range(window[0]):  # window positions in row-major order, as PyTorch scans them
+    row = []
+    for b in range(window[1]):
+      first = (windows[:, :, a, :, b] == y) & ~found
+      found = found | first
+      row.append(jnp.where(first, g, 0))
+    rows.append(jnp.stack(row, axis=3))
+  dx = jnp.stack(rows, axis=2)  # (N, oh, kh, ow, kw, C)
+  n, oh, kh, ow, kw, c = dx.shape
+  (top, _), (left, _) = padding
+  dx = dx.reshape(n, oh * kh, ow * kw, c)
+  return (lax.pad(dx, jnp.zeros((), dx.dtype),
+                  ((0, 0, 0), (-top, x.shape[1] - oh * kh + top, 0),
+                   (-left, x.shape[2] - ow * kw + left, 0), (0, 0, 0))),)
+
+
+_tiling_max_pool.defvjp(_tiling_max_pool_fwd, _tiling_max_pool_bwd)

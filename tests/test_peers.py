@@ -1,5 +1,6 @@
 """The PyTorch peers of the benchmark compute the same function as the Flax models."""
 
+import jax
 import numpy as np
 import pytest
 from flax import nnx
@@ -14,6 +15,8 @@ from benchmarks import peers  # pylint: disable=g-import-not-at-top,wrong-import
 CASES = {
     'patch_net': (dict(name='patch_net', features=(32, 64, 128), head=(32, 1)), (2, 64, 48, 3)),
     'unet': (dict(name='unet', in_channels=3, depth=3, width=8, padding='same'), (2, 32, 40, 3)),
+    'fcn8s': (dict(name='fcn', variant='fcn8s', widths=(4, 8, 8, 16, 16), fc_width=16,
+                   num_classes=5, dropout=0.0), (2, 37, 45, 3)),
 }
 
 
@@ -21,6 +24,8 @@ CASES = {
 def test_peer_matches_flax(case):
   config, shape = CASES[case]
   model = models.get_model(config, rngs=nnx.Rngs(0))
+  # Non-zero skip scores (the paper zero-initialises them), so the fusions are checked too.
+  nnx.update(model, jax.tree.map(lambda a: a + 0.01, nnx.state(model, nnx.Param)))
   peer = peers.torch_peer(model).eval()
   x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
   want = inference.predict(model, x)
