@@ -71,10 +71,12 @@ def batch_mesh(batch_size: int) -> Mesh:
   return Mesh(np.asarray(devices[:count]), ('data',))
 
 
-def row_sharding(shape, min_rows: int = 64) -> NamedSharding | None:
+def row_sharding(shape, min_rows: int = 256) -> NamedSharding | None:
   """Splits an `(N, H, W, C)` input's rows over the local CPU devices, or None (one device).
 
-  Only when there are several devices, `H` divides evenly and each gets `min_rows` rows.
+  Only when there are several devices, `H` divides evenly and each gets `min_rows` rows:
+  below that the split costs more than it saves (patch_net on 2 cores: 256^2 runs at 11.2
+  Mpixel/s on one device, 7.4 split; 512^2 at 17.0 on one, 20.5 split).
   """
   devices = jax.local_devices()
   n = len(devices)

@@ -45,11 +45,12 @@ def test_split_inference_equals_one_device():
   model = models.get_model(dict(name='unet', in_channels=3, depth=2, width=4, padding='same'),
                            rngs=nnx.Rngs(0))
   model.eval()
-  image = np.random.default_rng(0).random((1, 64 * n, 72, 3), dtype=np.float32)
+  image = np.random.default_rng(0).random((1, 256 * n, 72, 3), dtype=np.float32)
   assert devices.row_sharding(image.shape) is not None
-  assert devices.row_sharding((1, 64 * n + 1, 72, 3)) is None  # rows do not divide: one device
+  assert devices.row_sharding((1, 256 * n + 1, 72, 3)) is None  # rows do not divide
+  assert devices.row_sharding((1, 128, 72, 3)) is None  # too few rows to pay for the split
   split = inference.predict(model, image)
   single = np.asarray(inference._forward(model, image))  # pylint: disable=protected-access
   np.testing.assert_allclose(split, single, rtol=1e-5, atol=1e-5)
-  tiled = inference.predict_tiled(model, image[0], tile=32, batch=2 * n)
+  tiled = inference.predict_tiled(model, image[0], tile=64, batch=2 * n)
   np.testing.assert_allclose(tiled, single[0], rtol=1e-4, atol=1e-5)
