@@ -4,9 +4,10 @@ XLA:CPU runs most convolution kernels (and their gradients) on one thread, so a
 jitted network leaves the other cores idle (measured: `benchmarks/README.md`).
 On CPU, importing `fcn_jax` therefore asks JAX for one CPU device per usable
 core, and the work is split over them the way it is over GPUs: training splits
-the batch (`batch_mesh`), whole-image inference splits the image rows
-(`row_sharding`; XLA's SPMD partitioner exchanges the halos each convolution
-needs, so the result is the same function). Measured side by side on 2 cores:
+the batch (`batch_mesh`), whole-image inference splits the image into row
+bands (`fcn_jax.inference.band_rows`) or halves (`row_sharding`; XLA's SPMD
+partitioner exchanges the halos each convolution needs), tiled inference the
+tiles (`batch_sharding`); the results are the same function. Measured side by side on 2 cores:
 patch_net training 1.9x, 1024^2 inference 2.0x.
 
 `FCN_JAX_CPU_DEVICES=N` overrides the count (`1` turns this off). Nothing is
@@ -94,14 +95,15 @@ def batch_sharding(shape) -> NamedSharding | None:
   return NamedSharding(Mesh(np.asarray(devices), ('data',)), P('data'))
 
 
-def spread(model: nnx.Module, arrays, sharding: NamedSharding | None):
-  """`(model, arrays)` ready for a jitted call split by `sharding`, or as they are when None.
-
-  The arrays are split as `sharding` says; the model's parameters are copied to
-  every device of its mesh (a per-call copy: the model may change between calls).
-  """
+def replicate(model: nnx.Module, sharding: NamedSharding | None) -> nnx.Module:
+  """`model` with its parameters copied to every device of `sharding`'s mesh (as it is when
+  None), ready for a jitted call whose inputs are split by `sharding`."""
   if sharding is None:
-    return model, arrays
+    return model
   graphdef, state = nnx.split(model)
-  state = jax.device_put(state, NamedSharding(sharding.mesh, P()))
-  return nnx.merge(graphdef, state), [jax.device_put(a, sharding) for a in arrays]
+  return nnx.merge(graphdef, jax.device_put(state, NamedSharding(sharding.mesh, P())))
+
+
+def place(arrays, sharding: NamedSharding | None) -> list:
+  """`arrays` split over devices as `sharding` says (as they are when None)."""
+  return list(arrays) if sharding is None else [jax.device_put(a, sharding) for a in arrays]

@@ -40,7 +40,7 @@ def test_batch_mesh_uses_the_most_devices_that_divide_the_batch():
 
 
 @pytest.mark.skipif(len(jax.devices()) < 2, reason='needs several CPU devices')
-def test_split_inference_equals_one_device():
+def test_split_inference_equals_one_device(monkeypatch):
   n = len(jax.devices())
   model = models.get_model(dict(name='unet', in_channels=3, depth=2, width=4, padding='same'),
                            rngs=nnx.Rngs(0))
@@ -49,8 +49,29 @@ def test_split_inference_equals_one_device():
   assert devices.row_sharding(image.shape) is not None
   assert devices.row_sharding((1, 256 * n + 1, 72, 3)) is None  # rows do not divide
   assert devices.row_sharding((1, 128, 72, 3)) is None  # too few rows to pay for the split
+  monkeypatch.setattr(inference, 'band_rows', lambda *_: None)  # XLA's split, not bands
   split = inference.predict(model, image)
   single = np.asarray(inference._forward(model, image))  # pylint: disable=protected-access
   np.testing.assert_allclose(split, single, rtol=1e-5, atol=1e-5)
   tiled = inference.predict_tiled(model, image[0], tile=64, batch=2 * n)
   np.testing.assert_allclose(tiled, single[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(len(jax.devices()) < 2, reason='needs several CPU devices')
+def test_band_inference_equals_one_device():
+  n = len(jax.devices())
+  model = models.get_model(dict(name='patch_net', in_channels=3, features=(4, 8, 8), head=(1,)),
+                           rngs=nnx.Rngs(0))
+  model.eval()
+  images = np.random.default_rng(0).random((2, 2 * n * inference.BAND_ROWS + 40, 56, 3),
+                                           dtype=np.float32)
+  assert inference.band_rows(model, images.shape) is not None
+  assert inference.band_rows(model, (1, inference.BAND_ROWS, 56, 3)) is None  # one band
+  deep = models.get_model(dict(name='unet', in_channels=3, depth=4, width=2, padding='same'),
+                          rngs=nnx.Rngs(0))
+  assert inference.band_rows(deep, images.shape) is None  # its halo would add > 1/8 work
+  banded = inference.predict(model, images)
+  single = np.asarray(inference._forward(model, images))  # pylint: disable=protected-access
+  np.testing.assert_allclose(banded, single, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(inference.predict(model, images[1]), single[1], rtol=1e-5,
+                             atol=1e-6)
