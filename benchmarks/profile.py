@@ -35,18 +35,14 @@ def main(argv):
   import optax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from jax._src.lib import _profile_data  # pylint: disable=g-import-not-at-top
-  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
   from benchmarks import speed  # pylint: disable=g-import-not-at-top
-  from fcn_jax import devices, train  # pylint: disable=g-import-not-at-top
+  from fcn_jax import train  # pylint: disable=g-import-not-at-top
 
   name, steps = FLAGS.model, 3
   model = speed._model(name)  # pylint: disable=protected-access
   optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
-  mesh = devices.batch_mesh(64)
-  nnx.update((model, optimizer), jax.device_put(nnx.state((model, optimizer)),
-                                                NamedSharding(mesh, P())))
+  split = train.place(model, optimizer, 64)  # as fcn_jax.train places them
   x, y = speed._batch(name, 64, 64)  # pylint: disable=protected-access
-  split = NamedSharding(mesh, P('data'))
   data = {'image': jax.device_put(x, split), 'target': jax.device_put(y, split)}
   task = 'heatmap' if name == 'patch_net' else 'segmentation'
 
@@ -64,10 +60,10 @@ def main(argv):
     for line in plane.lines:
       if line.name.startswith('tf_XLAEigen'):  # the threads that run the compiled step
         for event in line.events:
-          totals[event.name] += event.duration_ns / 1e6 / steps / mesh.devices.size
+          totals[event.name] += event.duration_ns / 1e6 / steps / split.mesh.devices.size
   hlo = max(glob.glob(f'{work}/hlo/*train_step*after_optimizations.txt'), key=os.path.getsize)
   text = open(hlo).read()
-  print(f'{name}: ms per step per device ({mesh.devices.size} devices), top {FLAGS.top}')
+  print(f'{name}: ms per step per device ({split.mesh.devices.size} devices), top {FLAGS.top}')
   for op, ms in totals.most_common(FLAGS.top):
     found = re.search(r'^\s*(?:ROOT )?%' + re.escape(op) + r' = (\S+) ', text, re.M)
     source = re.search(r'^\s*(?:ROOT )?%' + re.escape(op) + r' = .*?op_name="([^"]*)"', text,

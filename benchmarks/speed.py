@@ -73,7 +73,7 @@ def _flops(name: str, batch: int, size: int, train: bool) -> float:
   """FLOPs of one step (forward, or forward + backward) from XLA's cost analysis."""
   import jax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from fcn_jax import losses  # pylint: disable=g-import-not-at-top
+  from fcn_jax import cost, losses  # pylint: disable=g-import-not-at-top
   model = _model(name)
   graphdef, state = nnx.split(model)
   x, y = _batch(name, batch, size)
@@ -83,9 +83,7 @@ def _flops(name: str, batch: int, size: int, train: bool) -> float:
     return losses.task_loss(task, nnx.merge(graphdef, state)(x), {'target': y})
 
   fn = jax.value_and_grad(loss) if train else (lambda s, x, y: nnx.merge(graphdef, s)(x))
-  cost = jax.jit(fn).lower(state, x, y).compile().cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost.get('flops', float('nan')))
+  return cost.flops(fn, state, x, y)
 
 
 def _jax_train(name, batch, size, steps, repeats):
@@ -93,16 +91,10 @@ def _jax_train(name, batch, size, steps, repeats):
   import optax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from fcn_jax import train  # pylint: disable=g-import-not-at-top
-  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
-  from fcn_jax import devices  # pylint: disable=g-import-not-at-top
   model = _model(name)
   optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
-  # As fcn_jax.train places them: parameters on every device, the batch split over them.
-  mesh = devices.batch_mesh(batch)
-  nnx.update((model, optimizer), jax.device_put(nnx.state((model, optimizer)),
-                                                NamedSharding(mesh, P())))
+  split = train.place(model, optimizer, batch)  # as fcn_jax.train places them
   x, y = _batch(name, batch, size)
-  split = NamedSharding(mesh, P('data'))
   data = {'image': jax.device_put(x, split), 'target': jax.device_put(y, split)}
   task = 'heatmap' if name == 'patch_net' else 'segmentation'
 
@@ -372,9 +364,8 @@ def main(argv):
     else:
       end = old.find('\n## ', start + len(SECTION))
       new = old[:start] + text + (old[end + 1:] if end >= 0 else '')
-    with open(README + '.tmp', 'w') as f:
-      f.write(new)
-    os.replace(README + '.tmp', README)
+    from fcn_jax import files  # pylint: disable=g-import-not-at-top
+    files.write_text(README, new)
 
 
 if __name__ == '__main__':

@@ -12,7 +12,6 @@ section of benchmarks/README.md.
 
 import json
 import os
-import re
 import resource
 import subprocess
 import sys
@@ -102,9 +101,8 @@ def write_readme(text: str) -> None:
     start = old.index(section)
     end = old.find('\n## ', start + len(section))
     old = old[:start] + old[end + 1:] if end != -1 else old[:start]
-  with open(README + '.tmp', 'w') as f:
-    f.write(old.rstrip() + '\n\n' + text.strip() + '\n')
-  os.replace(README + '.tmp', README)
+  from fcn_jax import files  # pylint: disable=g-import-not-at-top
+  files.write_text(README, old.rstrip() + '\n\n' + text.strip() + '\n')
 
 
 def main(argv):

@@ -25,6 +25,8 @@ from absl import flags
 from flax import nnx
 
 from fcn_jax import inference
+from fcn_jax import files
+from fcn_jax.files import write_text
 from fcn_jax import train
 from fcn_jax.data import catalog
 
@@ -84,20 +86,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def write_text(path: str, text: str) -> str:
-  """Writes `text` under a temporary name and renames it (never a partial file)."""
-  with open(path + '.tmp', 'w') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)
-  return path
-
-
 def save_figure(fig, path: str) -> str:
-  """Saves a matplotlib figure as PNG atomically and closes it."""
-  fig.savefig(path + '.tmp.png', dpi=90, bbox_inches='tight')
-  plt.close(fig)
-  os.replace(path + '.tmp.png', path)
-  return path
+  """Saves a matplotlib figure as PNG (whole or not at all) and closes it."""
+  return files.save_figure(fig, path, dpi=90, bbox_inches='tight')
 
 
 def write_results(workdir: str, title: str, sections: Sequence[str], numbers: dict) -> str:

@@ -14,7 +14,6 @@ a trivial predictor beside them so that "better than chance" can be read off:
 
 import collections
 import dataclasses
-import os
 from typing import Any
 
 import jax
@@ -22,6 +21,7 @@ import matplotlib
 import numpy as np
 from flax import nnx
 
+from fcn_jax import files
 from fcn_jax import geometry
 from fcn_jax.data import catalog
 from fcn_jax.data import pipeline
@@ -46,8 +46,9 @@ def _forward(model, image):
   return model(image)
 
 
-class _Accumulator:
-  """Counts for one size."""
+class Accumulator:
+  """Counts over images (e.g. of one size) for a task's metrics: `add` each image's logits
+  and target, then `result()` gives `(metrics, chance level)`."""
 
   def __init__(self, task: str, num_classes: int):
     self.task, self.k = task, num_classes
@@ -110,13 +111,13 @@ def evaluate(model: nnx.Module, data, *, split: str, max_images: int = 0) -> lis
   model.eval()
   g = geometry.of(model)
   k = catalog.num_classes(data.name)
-  groups: dict[tuple[int, int], _Accumulator] = {}
+  groups: dict[tuple[int, int], Accumulator] = {}
   shapes, counts, examples = {}, collections.Counter(), {}
   for ex in pipeline.eval_examples(data, g, split, max_images or None):
     size = tuple(ex['size'])
     logits = np.asarray(jax.device_get(_forward(model, ex['image'])))[0]
     target = ex['target']
-    acc = groups.setdefault(size, _Accumulator(data.task, k))
+    acc = groups.setdefault(size, Accumulator(data.task, k))
     acc.add(logits, target)
     shapes[size] = tuple(logits.shape)
     counts[size] += 1
@@ -166,8 +167,4 @@ def plot_examples(results: list[SizeResult], task: str, path: str) -> str:
   for ax in axes.ravel():
     ax.axis('off')
   fig.tight_layout()
-  tmp = path + '.tmp.png'
-  fig.savefig(tmp, dpi=80)
-  plt.close(fig)
-  os.replace(tmp, path)
-  return path
+  return files.save_figure(fig, path, dpi=80)

@@ -27,6 +27,7 @@ from flax import nnx
 
 from fcn_jax import checkpoints
 from fcn_jax import devices
+from fcn_jax import files
 from fcn_jax import geometry
 from fcn_jax import layers
 from fcn_jax import models
@@ -541,9 +542,7 @@ def predict_to_file(model: nnx.Module, image, output: str, tile: int = 256, batc
       if isinstance(out, np.memmap):
         out.flush()
       done.update(chunk)
-      with open(done_path + '.tmp', 'w') as f:
-        json.dump(sorted(done), f)
-      os.replace(done_path + '.tmp', done_path)
+      files.write_json(done_path, sorted(done))
       bar.update(len(chunk))
   del out
   os.replace(partial, output)

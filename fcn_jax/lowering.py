@@ -57,7 +57,7 @@ def conv(x: jax.Array, kernel: jax.Array, stride: Pair, padding: Sequence[Pair],
     return lax.conv_general_dilated(x, kernel, stride, padding, rhs_dilation=dilation,
                                     dimension_numbers=DIMS, feature_group_count=groups)
   if kernel.shape[:2] == (1, 1) and stride == (1, 1) and not any(map(any, padding)):
-    return jnp.einsum('nhwc,co->nhwo', x, kernel[0, 0])
+    return _pointwise(x, kernel)
   c_in = x.shape[-1]
   if c_in % 4 and c_in < 8:  # zero channels up to a multiple of 4 (RGB -> 4)
     extra = -c_in % 4
@@ -67,6 +67,11 @@ def conv(x: jax.Array, kernel: jax.Array, stride: Pair, padding: Sequence[Pair],
     return _tap_conv(x, kernel, tuple(stride), tuple(map(tuple, padding)))
   return lax.conv_general_dilated(x, kernel, stride, padding, rhs_dilation=dilation,
                                   dimension_numbers=DIMS)
+
+
+def _pointwise(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """A 1x1 convolution as a matmul (whose gradients are matmuls too)."""
+  return jnp.einsum('nhwc,co->nhwo', x, kernel[0, 0])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -125,7 +130,7 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, stride: Pair, padding: Seque
   kernel = kernel.reshape(ah, sh, aw, sw, c_in, c_out)[::-1, :, ::-1]
   kernel = kernel.transpose(0, 2, 4, 1, 3, 5).reshape(ah, aw, c_in, sh * sw * c_out)
   if ah * aw == 1:
-    y = jnp.einsum('nhwc,co->nhwo', x, kernel[0, 0])
+    y = _pointwise(x, kernel)
   else:  # few taps, many output channels: its weight gradient is per-tap matmuls
     y = _tap_conv(x, kernel, (1, 1), ((ah - 1, ah - 1), (aw - 1, aw - 1)))
   full_h, full_w = h + ah - 1, w + aw - 1

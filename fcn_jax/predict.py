@@ -29,6 +29,7 @@ from absl import app
 from absl import flags
 from PIL import Image
 
+from fcn_jax import files
 from fcn_jax import geometry
 from fcn_jax import inference
 
@@ -97,15 +98,11 @@ def overlay(image: np.ndarray, logits: np.ndarray) -> np.ndarray:
 
 def _write_atomically(path: str, write) -> None:
   """Writes under a temporary name and renames; a failed write (a full disk) leaves nothing."""
-  tmp = f'{path}.tmp{os.path.splitext(path)[1]}'
   try:
-    write(tmp)
+    files.write_atomically(path, write)
   except OSError as e:
-    if os.path.exists(tmp):
-      os.remove(tmp)
     raise ValueError(f'cannot write {path}: {e.strerror or e}; nothing was left under that name '
                      '(free some space or choose another --output)') from None
-  os.replace(tmp, path)
 
 
 def export(workdir: str, step: int | None, path: str) -> int:
@@ -137,14 +134,14 @@ def main(argv):
     t0 = time.time()
     model, _ = inference.load_trained(FLAGS.workdir, FLAGS.step)
     print(f'loaded {geometry.of(model).name} from {FLAGS.workdir} in {time.time() - t0:.1f}s')
+    if FLAGS.tile:
+      inference.check_tile(model, FLAGS.tile)
     output = FLAGS.output or os.path.join(FLAGS.workdir, 'predictions')
     os.makedirs(output, exist_ok=True)
     for path in paths:
       name = os.path.splitext(os.path.basename(path.rstrip('/')))[0]
       target = os.path.join(output, f'{name}.npy')
       t0 = time.time()
-      if FLAGS.tile:
-        inference.check_tile(model, FLAGS.tile)
       if FLAGS.tile and path.rstrip('/').endswith(('.npy', '.tif', '.tiff', '.zarr')):
         source = inference.open_image(path)  # out of core: read and written tile by tile
         target = os.path.join(output, f'{name}.{FLAGS.format}')

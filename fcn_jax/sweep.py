@@ -46,6 +46,8 @@ import optuna
 from absl import app
 from absl import flags
 
+from fcn_jax import files
+
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -269,15 +271,16 @@ def open_study(spec: SweepSpec, storage: str, grace_period: int = 30) -> optuna.
   return study
 
 
-def _finished(study: optuna.Study) -> tuple[int, int]:
-  """(trials that count against the budget, trials running now)."""
+def _progress(study: optuna.Study) -> tuple[int, int, int]:
+  """(trials that count against the budget, trials running now, trials waiting to run)."""
   trials = study.get_trials(deepcopy=False)
   retried = {optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials}
   done = sum(1 for t in trials if t.state in (optuna.trial.TrialState.COMPLETE,
                                               optuna.trial.TrialState.PRUNED) or
              (t.state == optuna.trial.TrialState.FAIL and t.number not in retried))
   running = sum(1 for t in trials if t.state == optuna.trial.TrialState.RUNNING)
-  return done, running
+  waiting = sum(1 for t in trials if t.state == optuna.trial.TrialState.WAITING)
+  return done, running, waiting
 
 
 def work(spec: SweepSpec, storage: str, workdir: str, grace_period: int = 30) -> None:
@@ -285,9 +288,7 @@ def work(spec: SweepSpec, storage: str, workdir: str, grace_period: int = 30) ->
   study = open_study(spec, storage, grace_period)
   while True:
     optuna.storages.fail_stale_trials(study)
-    done, running = _finished(study)
-    waiting = sum(1 for t in study.get_trials(deepcopy=False)
-                  if t.state == optuna.trial.TrialState.WAITING)
+    done, running, waiting = _progress(study)
     if done >= spec.budget:
       return
     if not waiting and (spec.sampler == 'grid' or done + running >= spec.budget):
@@ -352,12 +353,12 @@ def write_report(spec: SweepSpec, storage: str, workdir: str) -> str:
             f'def get_config(arg=None):\n  del arg\n'
             f'  config = importlib.import_module({module!r}).get_config({arg!r})\n'
             f'  config.update_from_flattened_dict(VALUES)\n  return config\n')
-    _atomic_write(os.path.join(workdir, 'best_config.py'), text)
+    files.write_text(os.path.join(workdir, 'best_config.py'), text)
     lines += ['', f'Best: trial {best.number}, {spec.metric} = {best.value:.4f} with '
               f'{json.dumps(best.params)}; runnable as `best_config.py`.']
     _plots(spec, trials, workdir)
     lines += ['', '![metric vs parameters](params.png)', '', '![history](history.png)']
-  return _atomic_write(os.path.join(workdir, 'results.md'), '\n'.join(lines) + '\n')
+  return files.write_text(os.path.join(workdir, 'results.md'), '\n'.join(lines) + '\n')
 
 
 def _plots(spec: SweepSpec, trials: Sequence[optuna.trial.FrozenTrial], workdir: str) -> None:
@@ -388,16 +389,7 @@ def _plots(spec: SweepSpec, trials: Sequence[optuna.trial.FrozenTrial], workdir:
 
 def _save(fig, path: str) -> None:
   fig.tight_layout()
-  fig.savefig(path + '.tmp.png', dpi=80)
-  plt.close(fig)
-  os.replace(path + '.tmp.png', path)
-
-
-def _atomic_write(path: str, text: str) -> str:
-  with open(path + '.tmp', 'w') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)
-  return path
+  files.save_figure(fig, path, dpi=80)
 
 
 # --------------------------------------------------------------------------

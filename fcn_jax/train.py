@@ -46,6 +46,7 @@ from ml_collections import config_flags
 from fcn_jax import checkpoints as checkpoints_lib
 from fcn_jax import devices
 from fcn_jax import evaluate
+from fcn_jax import files
 from fcn_jax import geometry
 from fcn_jax import losses
 from fcn_jax import models
@@ -135,11 +136,8 @@ def _check_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: b
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """`config.json` of the run, written once the model and the data have been set up."""
   if jax.process_index() == 0:
-    path = os.path.join(workdir, 'config.json')
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-      json.dump(json.loads(config.to_json_best_effort()), f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    files.write_json(os.path.join(workdir, 'config.json'),
+                     json.loads(config.to_json_best_effort()), indent=2, sort_keys=True)
 
 
 def _train_step(model, optimizer, batch, task: str, class_weights, compute_dtype: str):
@@ -156,6 +154,15 @@ def _train_step(model, optimizer, batch, task: str, class_weights, compute_dtype
 
 train_step = nnx.jit(_train_step, static_argnames=('task', 'class_weights', 'compute_dtype'),
                      donate_argnames=('model', 'optimizer'))
+
+
+def place(model: nnx.Module, optimizer: nnx.Optimizer, batch_size: int) -> NamedSharding:
+  """Copies the model and optimiser state to every device of `devices.batch_mesh(batch_size)`;
+  returns the sharding that splits a batch over that mesh's 'data' axis."""
+  mesh = devices.batch_mesh(batch_size)
+  nnx.update((model, optimizer), jax.device_put(nnx.state((model, optimizer)),
+                                                NamedSharding(mesh, P())))
+  return NamedSharding(mesh, P('data'))
 
 
 def _global_batch(batch: dict, sharding: NamedSharding) -> dict:
@@ -175,8 +182,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      f'{config.compute_dtype!r}')
   _check_workdir(config, workdir, overwrite)
   jax.config.update('jax_debug_nans', bool(config.get('debug_nans', False)))
-  mesh = devices.batch_mesh(config.batch_size)
-  replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
   local_batch = config.batch_size // jax.process_count()
 
   model = models.get_model(config.model, rngs=nnx.Rngs(config.seed))
@@ -196,8 +201,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     nnx.update(model, restored['model'])
     nnx.update(optimizer, restored['optimizer'])
     logging.info('resumed from step %d', step)
-  state = nnx.state((model, optimizer))
-  nnx.update((model, optimizer), jax.device_put(state, replicated))
+  split = place(model, optimizer, config.batch_size)
 
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps, writer=writer,
@@ -284,10 +288,7 @@ def _write_results(model, config, results, step: int, workdir: str) -> None:
           f'stride {g.stride[0]}.', '',
           evaluate.markdown(results, 'Output shape and metric per input size'),
           f'![input, target, prediction per size]({os.path.basename(png)})', '']
-  path = os.path.join(workdir, 'results.md')
-  with open(path + '.tmp', 'w') as f:
-    f.write('\n'.join(text))
-  os.replace(path + '.tmp', path)
+  files.write_text(os.path.join(workdir, 'results.md'), '\n'.join(text))
 
 
 def main(argv):

@@ -47,18 +47,15 @@ def _config(variant: str, quick: bool, seed: int):
 def score(model, data, split: str) -> tuple[dict, dict]:
   """The four metrics over all images of `split` (one confusion matrix), and one example."""
   g = geometry.of(model)
-  k = catalog.num_classes(data.name)
-  confusion = np.zeros((k, k), np.int64)
+  counts = evaluate.Accumulator('segmentation', catalog.num_classes(data.name))
   example = None
   model.eval()
   for ex in pipeline.eval_examples(data, g, split):
     logits = np.asarray(jax.device_get(evaluate._forward(model, ex['image'])))[0]  # pylint: disable=protected-access
-    pred, target = logits.argmax(-1), ex['target']
-    valid = target != catalog.IGNORE
-    np.add.at(confusion, (target[valid].astype(np.int64), pred[valid]), 1)
+    counts.add(logits, ex['target'])
     if example is None:
-      example = {'image': ex['image'][0], 'target': target, 'pred': pred}
-  return evaluate.segmentation_metrics(confusion), example
+      example = {'image': ex['image'][0], 'target': ex['target'], 'pred': logits.argmax(-1)}
+  return counts.result()[0], example
 
 
 def run(workdir: str, quick: bool) -> dict:

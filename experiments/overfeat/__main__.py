@@ -20,17 +20,12 @@ import numpy as np
 
 from configs import dense_to_fcn_digits
 from experiments import common
+from fcn_jax import cost
 from fcn_jax import geometry
 from fcn_jax import inference
 from fcn_jax import surgery
 
 WINDOW_BATCH = 512  # windows per classifier call
-
-
-def _flops(fn, *args) -> float:
-  cost = jax.jit(fn).lower(*args).compile().cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost.get('flops', float('nan')))
 
 
 def sliding_windows(classifier, image: np.ndarray, size, stride) -> np.ndarray:
@@ -72,8 +67,8 @@ def run(workdir: str, quick: bool) -> dict:
     t_windows = common.median_time(
         lambda: sliding_windows(classifier, image, size, stride), 1 if quick else 3)
     count = windows.shape[0] * windows.shape[1]
-    flops_dense = _flops(fcn, image[None])
-    flops_window = _flops(classifier, image[None, :size[0], :size[1]])
+    flops_dense = cost.flops(fcn, image[None])
+    flops_window = cost.flops(classifier, image[None, :size[0], :size[1]])
     rows.append({'size': n, 'dense_output': dense.shape[:2], 'windows': count,
                  'max_abs_diff': float(np.abs(dense_fit - windows).max()),
                  'dense_s': t_dense, 'windows_s': t_windows, 'speedup': t_windows / t_dense,

@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top,wrong-
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from fcn_jax import files  # pylint: disable=g-import-not-at-top,wrong-import-position
 from fcn_jax.data import catalog  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -69,9 +70,7 @@ def main(argv):
   os.makedirs(FLAGS.out, exist_ok=True)
   fig = grid(FLAGS.dataset, FLAGS.split, FLAGS.num, FLAGS.data_dir)
   path = os.path.join(FLAGS.out, f'{FLAGS.dataset.replace("/", "_")}_{FLAGS.split}.png')
-  tmp = path + '.tmp.png'
-  fig.savefig(tmp, dpi=100)
-  os.replace(tmp, path)
+  files.save_figure(fig, path, dpi=100)
   print(path)
 
 
