@@ -1,6 +1,7 @@
 r"""Per-op times of one fcn_jax training step on XLA:CPU, named by their HLO ops.
 
   python -m benchmarks.profile --model=unet [--top=25]
+  python -m benchmarks.profile --model=patch_net --infer=1024   # inference.predict instead
 
 Runs the training step of `benchmarks.speed`'s model (batch 64 of 64x64x3, Adam,
 the batch split over the CPU devices as `fcn_jax.train` does) under
@@ -36,18 +37,28 @@ def main(argv):
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from jax._src.lib import _profile_data  # pylint: disable=g-import-not-at-top
   from benchmarks import speed  # pylint: disable=g-import-not-at-top
-  from fcn_jax import train  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from fcn_jax import inference, train  # pylint: disable=g-import-not-at-top
 
   name, steps = FLAGS.model, 3
   model = speed._model(name)  # pylint: disable=protected-access
-  optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
-  split = train.place(model, optimizer, 64)  # as fcn_jax.train places them
-  x, y = speed._batch(name, 64, 64)  # pylint: disable=protected-access
-  data = {'image': jax.device_put(x, split), 'target': jax.device_put(y, split)}
-  task = 'heatmap' if name == 'patch_net' else 'segmentation'
+  if FLAGS.infer:  # inference.predict on one image, as benchmarks.speed times it
+    model.eval()
+    image = np.random.default_rng(0).random((FLAGS.infer, FLAGS.infer, 3), dtype=np.float32)
+    count, what = len(jax.devices()), f'inference.predict at {FLAGS.infer}², ms per call'
 
-  def step():
-    return train.train_step(model, optimizer, data, task, None, 'float32')[0]
+    def step():
+      return inference.predict(model, image)
+  else:
+    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+    split = train.place(model, optimizer, 64)  # as fcn_jax.train places them
+    x, y = speed._batch(name, 64, 64)  # pylint: disable=protected-access
+    data = {'image': jax.device_put(x, split), 'target': jax.device_put(y, split)}
+    task = 'heatmap' if name == 'patch_net' else 'segmentation'
+    count, what = split.mesh.devices.size, 'training, ms per step'
+
+    def step():
+      return train.train_step(model, optimizer, data, task, None, 'float32')[0]
 
   for _ in range(2):
     jax.block_until_ready(step())
@@ -58,12 +69,14 @@ def main(argv):
   totals = collections.Counter()
   for plane in _profile_data.ProfileData.from_file(trace).planes:
     for line in plane.lines:
-      if line.name.startswith('tf_XLAEigen'):  # the threads that run the compiled step
+      # The threads that run compiled programs: XLA's pool, or the client's own thread.
+      if line.name.startswith(('tf_XLAEigen', 'tf_XLAPjRtCpuClient')):
         for event in line.events:
-          totals[event.name] += event.duration_ns / 1e6 / steps / split.mesh.devices.size
-  hlo = max(glob.glob(f'{work}/hlo/*train_step*after_optimizations.txt'), key=os.path.getsize)
-  text = open(hlo).read()
-  print(f'{name}: ms per step per device ({split.mesh.devices.size} devices), top {FLAGS.top}')
+          if not event.name.endswith('(wait for completion)'):
+            totals[event.name] += event.duration_ns / 1e6 / steps / count
+  hlos = glob.glob(f'{work}/hlo/*{"forward" if FLAGS.infer else "train_step"}*after_optimizations.txt')
+  text = '\n'.join(open(h).read() for h in hlos)
+  print(f'{name}: {what} per device ({count} devices), top {FLAGS.top}')
   for op, ms in totals.most_common(FLAGS.top):
     found = re.search(r'^\s*(?:ROOT )?%' + re.escape(op) + r' = (\S+) ', text, re.M)
     source = re.search(r'^\s*(?:ROOT )?%' + re.escape(op) + r' = .*?op_name="([^"]*)"', text,
@@ -75,4 +88,5 @@ def main(argv):
 if __name__ == '__main__':
   flags.DEFINE_enum('model', 'unet', ['patch_net', 'unet', 'fcn8s'], 'Model of benchmarks.speed.')
   flags.DEFINE_integer('top', 25, 'How many ops to print.')
+  flags.DEFINE_integer('infer', 0, 'Profile inference.predict on one image of this size instead.')
   app.run(main)

@@ -126,6 +126,11 @@ def main(argv):
       giga = _child('tiled-from-disk', FLAGS.giga, path)
       print(giga, flush=True)
       rows.append(giga)
+  speed = {(r['method'], r['size']): r['mpix_per_s'] for r in rows if 'mpix_per_s' in r}
+  both = max((size for method, size in speed if method == 'whole' and ('tiled', size) in speed),
+             default=None)
+  share = (f'at {both}², tiled runs at {speed["tiled", both] / speed["whole", both]:.0%} of the '
+           'whole-image speed' if both else 'tiled runs')
   text = ['## Tiled inference', '',
           f'`python -m benchmarks.tiling{" --quick" if FLAGS.quick else ""}` on this machine '
           f'(2 CPU cores): configs/default.py\'s patch_net ({TILE}-pixel tiles, batches of '
@@ -135,9 +140,9 @@ def main(argv):
           'Throughput is the median of 3 runs after the first (1 run at 16384² and above); '
           'compile = first run minus a steady run.', '', table(rows), '',
           'Reading: tiles pay for their halos and, on images smaller than one batch of '
-          'tiles, for padding the batch (use whole-image inference there); from 4096² on, '
-          'tiled runs at about 3/4 of the whole-image speed with one compilation for every '
-          'size. Peak RSS of the 16384² in-memory run is mostly its 3.2 GB float32 input. For '
+          f'tiles, for padding the batch (use whole-image inference there); {share}, '
+          'with one compilation for every size (`inference.predict` itself cuts large images '
+          'into row bands computed as tiles, see "fcn_jax vs PyTorch"). Peak RSS of the 16384² in-memory run is mostly its 3.2 GB float32 input. For '
           'the memory-mapped runs RSS counts the clean, file-backed pages of the input map '
           'that were read (the kernel drops them under memory pressure); the anonymous memory '
           'is one batch of windows and the model.']
