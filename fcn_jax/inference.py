@@ -96,20 +96,21 @@ def predict(model: nnx.Module, image: np.ndarray) -> np.ndarray:
   return out[0] if image.ndim == 3 else out
 
 
-BAND_ROWS = 256  # rows per band: 2-4x faster than whole-image rows on patch_net (cache-sized)
+BAND_ROWS = 256  # rows per band (patch_net on 2 cores: 128 slower, 512 no faster)
 MAX_HALO_SHARE = 1 / 8  # bands only when their halo adds at most this much work
 
 
 def band_rows(model: nnx.Module, shape) -> int | None:
   """Rows per band for `predict` on an `(N, H, W, C)` input, or None to split it by XLA.
 
-  Bands of about `BAND_ROWS` rows, a multiple of the local CPU devices in number
-  (each batch of bands is split over them), when there are several devices,
-  every device gets at least one band, the model can be tiled and the halo each
-  band carries adds at most `MAX_HALO_SHARE` to its rows. Measured on 2 cores
-  (`benchmarks/README.md`): patch_net 1024^2 1.4x, 4096^2 1.3x faster than XLA's
-  split; U-Net's and FCN-8s's halos (~100 rows) make bands slower, so they
-  keep XLA's split.
+  Bands of about `BAND_ROWS` rows, about a multiple of the local CPU devices in
+  number (each batch of bands is split over them), when there are several CPU
+  devices, every device gets at least one band, the model can be tiled and the
+  halo each band carries adds at most `MAX_HALO_SHARE` to its rows. Measured on 2
+  cores against XLA's row split (`benchmarks/README.md`): patch_net 2048^2 1.4x,
+  4096^2 1.15x faster (peak memory 2.2 -> 0.8 GB), 1024^2 the same; U-Net's and
+  FCN-8s's halos make bands slower (1024^2: 1.8 vs 2.3 and 0.7 vs 2.4 Mpixel/s),
+  so they keep XLA's split.
   """
   n = len(jax.local_devices())
   h = shape[1]
@@ -346,8 +347,8 @@ _TRACES = {'tiled': 0}
 
 @functools.partial(jax.jit, static_argnums=0)
 def _tiled_forward(graphdef, state, windows, extents):
-  # A plain jit of the split model: called once per batch of tiles, it skips nnx.jit's
-  # per-call walk over the model (~2 ms).
+  # A plain jit of the split model (split once per call of `_tiles`): called once per
+  # batch of tiles, it skips nnx.jit's per-call walk over the model.
   _TRACES['tiled'] += 1  # runs once per compilation
   model = nnx.merge(graphdef, state)
   keys = layer_keys(geometry.of(model).node)
