@@ -74,7 +74,8 @@ def main(argv):
         for event in line.events:
           if not event.name.endswith('(wait for completion)'):
             totals[event.name] += event.duration_ns / 1e6 / steps / count
-  hlos = glob.glob(f'{work}/hlo/*{"forward" if FLAGS.infer else "train_step"}*after_optimizations.txt')
+  program = 'forward' if FLAGS.infer else 'train_step'
+  hlos = glob.glob(f'{work}/hlo/*{program}*after_optimizations.txt')
   text = '\n'.join(open(h).read() for h in hlos)
   print(f'{name}: {what} per device ({count} devices), top {FLAGS.top}')
   for op, ms in totals.most_common(FLAGS.top):
