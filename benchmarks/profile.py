@@ -38,14 +38,17 @@ def main(argv):
   from jax._src.lib import _profile_data  # pylint: disable=g-import-not-at-top
   from benchmarks import speed  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from fcn_jax import inference, train  # pylint: disable=g-import-not-at-top
+  from fcn_jax import devices, inference, train  # pylint: disable=g-import-not-at-top
 
   name, steps = FLAGS.model, 3
   model = speed._model(name)  # pylint: disable=protected-access
   if FLAGS.infer:  # inference.predict on one image, as benchmarks.speed times it
     model.eval()
     image = np.random.default_rng(0).random((FLAGS.infer, FLAGS.infer, 3), dtype=np.float32)
-    count, what = len(jax.devices()), f'inference.predict at {FLAGS.infer}², ms per call'
+    shape = (1, *image.shape)
+    split = inference.band_rows(model, shape) or devices.row_sharding(shape)  # as predict does
+    count = len(jax.devices()) if split else 1
+    what = f'inference.predict at {FLAGS.infer}², ms per call'
 
     def step():
       return inference.predict(model, image)
