@@ -35,8 +35,8 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from jax._src.lib import _profile_data  # pylint: disable=g-import-not-at-top
   from benchmarks import speed  # pylint: disable=g-import-not-at-top
+  from benchmarks import workload  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from fcn_jax import devices, inference, train  # pylint: disable=g-import-not-at-top
 
@@ -55,7 +55,7 @@ def main(argv):
   else:
     optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
     split = train.place(model, optimizer, 64)  # as fcn_jax.train places them
-    x, y = speed._batch(name, 64, 64)  # pylint: disable=protected-access
+    x, y = workload.batch(name, 64, 64)
     data = {'image': jax.device_put(x, split), 'target': jax.device_put(y, split)}
     task = 'heatmap' if name == 'patch_net' else 'segmentation'
     count, what = split.mesh.devices.size, 'training, ms per step'
@@ -70,7 +70,7 @@ def main(argv):
       jax.block_until_ready(step())
   trace = glob.glob(f'{work}/trace/**/*.xplane.pb', recursive=True)[0]
   totals = collections.Counter()
-  for plane in _profile_data.ProfileData.from_file(trace).planes:
+  for plane in jax.profiler.ProfileData.from_file(trace).planes:
     for line in plane.lines:
       # The threads that run compiled programs: XLA's pool, or the client's own thread.
       if line.name.startswith(('tf_XLAEigen', 'tf_XLAPjRtCpuClient')):

@@ -31,13 +31,17 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
+import tempfile
 
 from absl import app
 from absl import flags
 
+from benchmarks import peers
+from benchmarks import report
+from benchmarks import workload
+
 FLAGS = flags.FLAGS
-README = os.path.join(os.path.dirname(__file__), 'README.md')
+HERE = os.path.dirname(os.path.abspath(__file__))
 SECTION = '## fcn_jax vs PyTorch'
 MODELS = {
     'patch_net': dict(name='patch_net', features=(32, 64, 128), head=(32, 1)),
@@ -50,23 +54,14 @@ STEPS = {'fcn8s': 3}  # training steps per timed run other than 10
 FRAMEWORKS = ('jax', 'torch', 'torch.compile')
 
 
-def _stats(times: list[float]) -> dict:
-  return {'median': statistics.median(times), 'min': min(times), 'max': max(times)}
-
-
 def _model(name: str):
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from fcn_jax import models  # pylint: disable=g-import-not-at-top
   return models.get_model(MODELS[name], rngs=nnx.Rngs(0))
 
 
-def _batch(name: str, batch: int, size: int):
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(0)
-  x = rng.random((batch, size, size, 3), dtype=np.float32)
-  if name == 'patch_net':
-    return x, rng.random((batch, size // 8, size // 8, 1), dtype=np.float32)
-  return x, rng.integers(0, 2, (batch, size, size)).astype(np.int32)
+def _task(name: str) -> str:
+  return 'heatmap' if name == 'patch_net' else 'segmentation'
 
 
 def _flops(name: str, batch: int, size: int, train: bool) -> float:
@@ -74,178 +69,108 @@ def _flops(name: str, batch: int, size: int, train: bool) -> float:
   import jax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from fcn_jax import cost, losses  # pylint: disable=g-import-not-at-top
-  model = _model(name)
-  graphdef, state = nnx.split(model)
-  x, y = _batch(name, batch, size)
-  task = 'heatmap' if name == 'patch_net' else 'segmentation'
+  graphdef, state = nnx.split(_model(name))
+  x, y = workload.batch(name, batch, size)
 
   def loss(state, x, y):
-    return losses.task_loss(task, nnx.merge(graphdef, state)(x), {'target': y})
+    return losses.task_loss(_task(name), nnx.merge(graphdef, state)(x), {'target': y})
 
   fn = jax.value_and_grad(loss) if train else (lambda s, x, y: nnx.merge(graphdef, s)(x))
   return cost.flops(fn, state, x, y)
 
 
-def _jax_train(name, batch, size, steps, repeats):
+def _jax_train(spec):
   import jax  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from fcn_jax import train  # pylint: disable=g-import-not-at-top
+  name = spec['model']
   model = _model(name)
   optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
-  split = train.place(model, optimizer, batch)  # as fcn_jax.train places them
-  x, y = _batch(name, batch, size)
+  split = train.place(model, optimizer, spec['batch'])  # as fcn_jax.train places them
+  x, y = workload.batch(name, spec['batch'], spec['size'])
   data = {'image': jax.device_put(x, split), 'target': jax.device_put(y, split)}
-  task = 'heatmap' if name == 'patch_net' else 'segmentation'
 
   def step():
-    return train.train_step(model, optimizer, data, task, None, 'float32')[0]
+    return train.train_step(model, optimizer, data, _task(name), None, 'float32')[0]
 
-  t0 = time.perf_counter()
-  jax.block_until_ready(step())
-  first = time.perf_counter() - t0
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    for _ in range(steps):
-      loss = step()
-    jax.block_until_ready(loss)
-    times.append(time.perf_counter() - t0)
-  return first, times
+  return workload.timed(step, spec['repeats'], spec['steps'], jax.block_until_ready)
 
 
-def _torch_model(name, compiled):
-  import torch  # pylint: disable=g-import-not-at-top
-  from benchmarks import peers  # pylint: disable=g-import-not-at-top
-  module = peers.torch_peer(_model(name))
-  return (torch.compile(module) if compiled else module), module
+def _jax_infer(spec):
+  from fcn_jax import inference  # pylint: disable=g-import-not-at-top
+  model = _model(spec['model'])
+  model.eval()
+  x = workload.image(spec['size'])
+  return workload.timed(lambda: inference.predict(model, x), spec['repeats'])
 
 
-def _torch_train(name, batch, size, steps, repeats, compiled):
-  import torch  # pylint: disable=g-import-not-at-top
-  model, module = _torch_model(name, compiled)
-  optimizer = torch.optim.Adam(module.parameters(), 1e-3)
-  x, y = _batch(name, batch, size)
-  x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
-  if name == 'patch_net':
-    y = torch.from_numpy(y).permute(0, 3, 1, 2).contiguous()
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-  else:
-    y = torch.from_numpy(y).long()
-    loss_fn = torch.nn.CrossEntropyLoss()
-
-  def step():
-    optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(model(x), y)
-    loss.backward()
-    optimizer.step()
-    return loss
-
-  t0 = time.perf_counter()
-  step()
-  first = time.perf_counter() - t0
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    for _ in range(steps):
-      step()
-    times.append(time.perf_counter() - t0)
-  return first, times
-
-
-def _infer(framework, name, size, repeats):
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  x = np.random.default_rng(0).random((1, size, size, 3), dtype=np.float32)
-  if framework == 'jax':
-    import jax  # pylint: disable=g-import-not-at-top
-    from fcn_jax import inference  # pylint: disable=g-import-not-at-top
-    model = _model(name)
-    model.eval()
-
-    def run():
-      return inference.predict(model, x)
-  else:
-    import torch  # pylint: disable=g-import-not-at-top
-    model, module = _torch_model(name, framework == 'torch.compile')
-    module.eval()
-    xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
-
-    def run():
-      with torch.no_grad():
-        return model(xt)
-  t0 = time.perf_counter()
-  run()
-  first = time.perf_counter() - t0
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - t0)
-  return first, times
-
-
-def _matmul_peak(framework: str, repeats: int) -> float:
+def _jax_matmul_peak(repeats: int) -> float:
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   n = 2048
-  a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-  if framework == 'jax':
-    import jax  # pylint: disable=g-import-not-at-top
-    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-    aj = jax.device_put(a)
-    f = jax.jit(lambda a: jnp.dot(a, a))
-
-    def run():
-      jax.block_until_ready(f(aj))
-  else:
-    import torch  # pylint: disable=g-import-not-at-top
-    at = torch.from_numpy(a)
-
-    def run():
-      torch.mm(at, at)
-  run()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - t0)
+  a = jax.device_put(np.random.default_rng(0).random((n, n), dtype=np.float32))
+  f = jax.jit(lambda a: jnp.dot(a, a))
+  _, times = workload.timed(lambda: f(a), repeats, wait=jax.block_until_ready)
   return 2 * n ** 3 / min(times) / 1e9
 
 
 def measure(spec: dict) -> dict:
-  """Runs in the child process: one figure for one framework."""
-  kind, framework = spec['kind'], spec['framework']
-  out = dict(spec)
+  """Runs in the child process: one fcn_jax figure (PyTorch's: `benchmarks.torch_peers`)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  out = dict(spec, jax=jax.__version__, devices=jax.local_device_count())
   try:
-    if kind == 'matmul':
-      out['gflops'] = _matmul_peak(framework, spec['repeats'])
-    elif kind == 'train':
-      args = (spec['model'], spec['batch'], spec['size'], spec['steps'], spec['repeats'])
-      first, times = (_jax_train(*args) if framework == 'jax' else
-                      _torch_train(*args, compiled=framework == 'torch.compile'))
-      out.update(first_s=first, **_stats(times),
-                 rate=spec['batch'] * spec['steps'] / statistics.median(times))
+    if spec['kind'] == 'matmul':
+      out['gflops'] = _jax_matmul_peak(spec['repeats'])
     else:
-      first, times = _infer(framework, spec['model'], spec['size'], spec['repeats'])
-      out.update(first_s=first, **_stats(times), rate=spec['size'] ** 2 / 1e6 /
-                 statistics.median(times))
-  except Exception as e:  # pylint: disable=broad-exception-caught  # e.g. torch.compile missing a compiler
+      first, times = (_jax_train if spec['kind'] == 'train' else _jax_infer)(spec)
+      per_run = spec['batch'] * spec['steps'] if spec['kind'] == 'train' else (
+          spec['size'] ** 2 / 1e6)
+      out.update(first_s=first, **workload.stats(times), rate=per_run / statistics.median(times))
+  except Exception as e:  # pylint: disable=broad-exception-caught  # reported in the table
     out['error'] = f'{type(e).__name__}: {str(e).splitlines()[0][:120]}' if str(e) else type(
         e).__name__
   out['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   return out
 
 
-def _child(spec: dict) -> dict:
-  out = subprocess.run([sys.executable, '-m', 'benchmarks.speed', f'--one={json.dumps(spec)}'],
-                       capture_output=True, text=True, check=False,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+def _export(name: str, sizes, folder: str) -> str:
+  """Writes the PyTorch peer of `name` under `folder` (once); returns its path stem."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from benchmarks import peers  # pylint: disable=g-import-not-at-top
+  stem = os.path.join(folder, name)
+  if not os.path.exists(stem + '.json'):
+    spec, weights = peers.export(_model(name), [(s, s) for s in sizes])
+    np.savez(stem + '.npz', **weights)
+    with open(stem + '.json', 'w') as f:
+      json.dump(spec, f)
+  return stem
+
+
+def _child(spec: dict, folder: str) -> dict:
+  """One figure in a fresh process: fcn_jax in this Python, PyTorch in its own."""
+  if spec['framework'] == 'jax':
+    out = subprocess.run([sys.executable, '-m', 'benchmarks.speed', f'--one={json.dumps(spec)}'],
+                         capture_output=True, text=True, check=False, cwd=peers.ROOT)
+  else:
+    if spec['kind'] != 'matmul':
+      spec = {**spec, 'export': _export(spec['model'], _sizes(spec['model']) + (64,), folder)}
+    try:
+      out = peers.run_torch([f'--one={json.dumps(spec)}'], capture_output=True, text=True)
+    except peers.TorchUnavailable as e:
+      return {**spec, 'error': str(e)}
   lines = [l for l in out.stdout.splitlines() if l.startswith('{')]
   if not lines:
     return {**spec, 'error': (out.stderr.strip().splitlines() or ['no output'])[-1][:150]}
   return json.loads(lines[-1])
 
 
-def _cpu() -> str:
+def _sizes(name: str) -> tuple[int, ...]:
+  return SIZES.get(name, (256, 1024, 4096))
+
+
+def cpu_name() -> str:
   try:
     with open('/proc/cpuinfo') as f:
       names = [l.split(':', 1)[1].strip() for l in f if l.startswith('model name')]
@@ -286,32 +211,33 @@ def main(argv):
   quick = FLAGS.quick
   batch, steps, repeats, rounds = (8, 2, 1, 1) if quick else (64, 10, 3, FLAGS.rounds)
   names = ('patch_net',) if quick else tuple(MODELS)
-  rows = []
-  for framework in ('jax', 'torch'):
-    rows.append(_child({'kind': 'matmul', 'framework': framework, 'repeats': 3 if quick else 10}))
   figures = []
   for name in names:
     figures.append({'kind': 'train', 'model': name, 'batch': batch, 'size': 64,
                     'steps': STEPS.get(name, steps) if not quick else steps, 'repeats': repeats})
-    for size in ((256,) if quick else SIZES.get(name, (256, 1024, 4096))):
+    for size in ((256,) if quick else _sizes(name)):
       figures.append({'kind': 'infer', 'model': name, 'size': size,
                       'repeats': repeats + (2 if size <= 1024 else 0)})
-  for spec in figures:
-    # fcn_jax and PyTorch eager alternate, `rounds` pairs (each its own fresh process), so
-    # every ratio is of two runs taken side by side; torch.compile runs once.
-    for _ in range(rounds):
-      for framework in ('jax', 'torch'):
-        rows.append(_child({**spec, 'framework': framework}))
-    if not quick:
-      rows.append(_child({**spec, 'framework': 'torch.compile'}))
+  with tempfile.TemporaryDirectory() as folder:
+    rows = [_child({'kind': 'matmul', 'framework': f, 'repeats': 3 if quick else 10}, folder)
+            for f in ('jax', 'torch')]
+    for spec in figures:
+      # fcn_jax and PyTorch eager alternate, `rounds` pairs (each its own fresh process), so
+      # every ratio is of two runs taken side by side; torch.compile runs once.
+      for _ in range(rounds):
+        for framework in ('jax', 'torch'):
+          rows.append(_child({**spec, 'framework': framework}, folder))
+      if not quick:
+        rows.append(_child({**spec, 'framework': 'torch.compile'}, folder))
   peak = max(r.get('gflops', 0) for r in rows if r['kind'] == 'matmul')
-
-  import jax  # pylint: disable=g-import-not-at-top
-  import torch  # pylint: disable=g-import-not-at-top
+  versions = {f: next((r for r in rows if r['framework'] == f and 'error' not in r), {})
+              for f in ('jax', 'torch')}
   lines = [SECTION, '',
            f'`python -m benchmarks.speed{" --quick" if quick else f" --rounds={rounds}"}` on '
-           f'{_cpu()}; '
-           f'jax {jax.__version__}, torch {torch.__version__} (threads: {torch.get_num_threads()}), '
+           f'{cpu_name()}; '
+           f'Python {platform.python_version()}, jax {versions["jax"].get("jax", "?")} '
+           f'({versions["jax"].get("devices", "?")} CPU devices); in its own Python, torch '
+           f'{versions["torch"].get("torch", "?")} (threads: {versions["torch"].get("threads", "?")}), '
            'float32. Every run is a fresh process; fcn_jax and PyTorch eager alternate, '
            f'{rounds} pair(s) per figure, each run the median of {repeats} timed runs '
            f'({repeats + 2} for inference up to 1024²) after the first. The ratio is per pair, shown as median '
@@ -355,17 +281,9 @@ def main(argv):
   text = '\n'.join(lines) + '\n'
   print(text)
   if not quick:
-    with open(os.path.join(os.path.dirname(README), 'speed.json'), 'w') as f:
+    with open(os.path.join(HERE, 'speed.json'), 'w') as f:
       json.dump(rows, f, indent=1)
-    old = open(README).read()
-    start = old.find(SECTION)
-    if start < 0:
-      new = old.rstrip('\n') + '\n\n' + text
-    else:
-      end = old.find('\n## ', start + len(SECTION))
-      new = old[:start] + text + (old[end + 1:] if end >= 0 else '')
-    from fcn_jax import files  # pylint: disable=g-import-not-at-top
-    files.write_text(README, new)
+    report.write_section(text)
 
 
 if __name__ == '__main__':

@@ -21,8 +21,9 @@ import time
 from absl import app
 from absl import flags
 
+from benchmarks import report
+
 FLAGS = flags.FLAGS
-README = os.path.join(os.path.dirname(__file__), 'README.md')
 TILE, BATCH = 512, 8
 
 
@@ -94,17 +95,6 @@ def table(rows: list[dict]) -> str:
   return '\n'.join(lines)
 
 
-def write_readme(text: str) -> None:
-  section = '## Tiled inference'
-  old = open(README).read() if os.path.exists(README) else '# Benchmarks\n'
-  if section in old:
-    start = old.index(section)
-    end = old.find('\n## ', start + len(section))
-    old = old[:start] + old[end + 1:] if end != -1 else old[:start]
-  from fcn_jax import files  # pylint: disable=g-import-not-at-top
-  files.write_text(README, old.rstrip() + '\n\n' + text.strip() + '\n')
-
-
 def main(argv):
   del argv
   if FLAGS.one:
@@ -147,7 +137,7 @@ def main(argv):
           'the memory-mapped runs RSS counts the clean, file-backed pages of the input map '
           'that were read (the kernel drops them under memory pressure); the anonymous memory '
           'is one batch of windows and the model.']
-  write_readme('\n'.join(text))
+  report.write_section('\n'.join(text))
 
 
 if __name__ == '__main__':

@@ -48,13 +48,12 @@ def use_all_cores() -> None:
   if (count < 1 or jax.config.jax_num_cpu_devices != -1 or
       'xla_force_host_platform_device_count' in os.environ.get('XLA_FLAGS', '')):
     return
-  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
-  if xla_bridge.backends_are_initialized():
+  try:
+    jax.config.update('jax_num_cpu_devices', count)
+  except RuntimeError:  # JAX refuses once its backends are running
     if wanted:
       logger.warning('%s=%s ignored: JAX was already running before fcn_jax was imported',
                      ENV, wanted)
-    return
-  jax.config.update('jax_num_cpu_devices', count)
 
 
 def batch_mesh(batch_size: int) -> Mesh:

@@ -54,19 +54,29 @@ def conv(x: jax.Array, kernel: jax.Array, stride: Pair, padding: Sequence[Pair],
          dilation: Pair = (1, 1), groups: int = 1) -> jax.Array:
   """`lax.conv_general_dilated(x, kernel, stride, padding, rhs_dilation=dilation)`, NHWC/HWIO."""
   if groups != 1:
-    return lax.conv_general_dilated(x, kernel, stride, padding, rhs_dilation=dilation,
-                                    dimension_numbers=DIMS, feature_group_count=groups)
+    return _xla_conv(x, kernel, stride, padding, dilation, groups)
   if kernel.shape[:2] == (1, 1) and stride == (1, 1) and not any(map(any, padding)):
     return _pointwise(x, kernel)
-  c_in = x.shape[-1]
-  if c_in % 4 and c_in < 8:  # zero channels up to a multiple of 4 (RGB -> 4)
-    extra = -c_in % 4
-    x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra)))
-    kernel = jnp.pad(kernel, ((0, 0), (0, 0), (0, extra), (0, 0)))
+  x, kernel = _four_channels(x, kernel)
   if dilation == (1, 1) and stride != (1, 1) and _concrete(x):
     return _tap_conv(x, kernel, tuple(stride), tuple(map(tuple, padding)))
+  return _xla_conv(x, kernel, stride, padding, dilation)
+
+
+def _xla_conv(x, kernel, stride, padding, dilation=(1, 1), groups=1):
   return lax.conv_general_dilated(x, kernel, stride, padding, rhs_dilation=dilation,
-                                  dimension_numbers=DIMS)
+                                  dimension_numbers=DIMS, feature_group_count=groups)
+
+
+def _four_channels(x, kernel):
+  """`x` and `kernel` with zero input channels up to a multiple of 4 when there are fewer than
+  8 (RGB -> 4); the convolution is the same."""
+  c_in = x.shape[-1]
+  if c_in % 4 == 0 or c_in >= 8:
+    return x, kernel
+  extra = -c_in % 4
+  return (jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra))),
+          jnp.pad(kernel, ((0, 0), (0, 0), (0, extra), (0, 0))))
 
 
 def _pointwise(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -117,10 +127,21 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, stride: Pair, padding: Seque
   Output `(n - 1)*s - lo - hi + d*(k - 1) + 1 + output_padding` per axis.
   """
   if stride == (1, 1) or dilation != (1, 1) or not _concrete(x):
-    pads = [(d * (k - 1) - lo, d * (k - 1) - hi + op) for (lo, hi), k, d, op in
-            zip(padding, kernel.shape[:2], dilation, output_padding)]
-    return lax.conv_general_dilated(x, kernel[::-1, ::-1], (1, 1), pads, lhs_dilation=stride,
-                                    rhs_dilation=dilation, dimension_numbers=DIMS)
+    return _xla_conv_transpose(x, kernel, stride, padding, output_padding, dilation)
+  return _subpixel_conv_transpose(x, kernel, tuple(stride), padding, output_padding)
+
+
+def _xla_conv_transpose(x, kernel, stride, padding, output_padding=(0, 0), dilation=(1, 1)):
+  """The transposed convolution as XLA's input-dilated convolution."""
+  pads = [(d * (k - 1) - lo, d * (k - 1) - hi + op) for (lo, hi), k, d, op in
+          zip(padding, kernel.shape[:2], dilation, output_padding)]
+  return lax.conv_general_dilated(x, kernel[::-1, ::-1], (1, 1), pads, lhs_dilation=stride,
+                                  rhs_dilation=dilation, dimension_numbers=DIMS)
+
+
+def _subpixel_conv_transpose(x, kernel, stride, padding, output_padding):
+  """The transposed convolution (stride > 1, no dilation) as one stride-1 convolution giving
+  every output phase as channels, depth-to-space and a crop."""
   kh, kw, c_in, c_out = kernel.shape
   (sh, sw), (ah, aw) = stride, (_taps(kh, stride[0]), _taps(kw, stride[1]))
   n, h, w, _ = x.shape
@@ -155,9 +176,13 @@ def max_pool(x: jax.Array, window: Pair, stride: Pair, padding: Sequence[Pair]) 
   reshaped windows.
   """
   if window != stride or not _concrete(x):
-    return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *stride, 1),
-                             ((0, 0), *padding, (0, 0)))
+    return _xla_max_pool(x, window, stride, padding)
   return _tiling_max_pool(x, tuple(window), tuple(map(tuple, padding)))
+
+
+def _xla_max_pool(x, window, stride, padding):
+  return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *stride, 1),
+                           ((0, 0), *padding, (0, 0)))
 
 
 def _windows(x, window, padding):

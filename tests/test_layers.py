@@ -1,4 +1,8 @@
-"""Layer numerics against a direct NumPy reference and (when installed) PyTorch CPU."""
+"""Layer numerics against a direct NumPy reference and (where set up) PyTorch CPU.
+
+PyTorch runs in its own Python (`benchmarks.peers.TorchWorker`, the `torch_worker` fixture):
+arrays go there in NCHW and come back as NumPy.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -10,13 +14,14 @@ from fcn_jax import geometry
 from fcn_jax import layers
 from tests import reference
 
-try:
-  import torch  # pylint: disable=g-import-not-at-top
-  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
-except ImportError:
-  torch = None
-needs_torch = pytest.mark.skipif(torch is None, reason='PyTorch is not installed '
-                                 '(pip install -r requirements-torch.txt)')
+
+
+def _nchw(x):
+  return np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2))
+
+
+def _nhwc(x):
+  return np.asarray(x).transpose(0, 2, 3, 1)
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 MODES = ('zeros', 'reflect', 'replicate', 'circular')
@@ -69,22 +74,18 @@ def test_conv_matches_numpy(seed):
   assert got.shape[1:3] == geometry.of(conv).output_size(case['x'].shape[1:3])
 
 
-@needs_torch
 @pytest.mark.parametrize('seed', range(24))
-def test_conv_matches_torch(seed):
+def test_conv_matches_torch(seed, torch_peer):
   case = _random_conv_case(seed)
   conv = _randomise(_make_conv(case))
-  x = torch.from_numpy(case['x']).permute(0, 3, 1, 2)
   (top, bottom), (left, right) = case['pads']
-  if case['mode'] == 'zeros':
-    x = F.pad(x, (left, right, top, bottom))
-  else:
-    x = F.pad(x, (left, right, top, bottom), mode=case['mode'])
-  w = torch.tensor(np.asarray(conv.kernel[...])).permute(3, 2, 0, 1)
-  b = torch.tensor(np.asarray(conv.bias[...]))
-  want = F.conv2d(x, w, b, stride=case['s'], dilation=case['d'], groups=case['groups'])
+  mode = 'constant' if case['mode'] == 'zeros' else case['mode']
+  x = torch_peer.call('pad', _nchw(case['x']), (left, right, top, bottom), mode=mode)
+  w = np.ascontiguousarray(np.asarray(conv.kernel[...]).transpose(3, 2, 0, 1))
+  want = torch_peer.call('conv2d', x, w, np.asarray(conv.bias[...]), stride=case['s'],
+                         dilation=case['d'], groups=case['groups'])
   got = conv(jnp.asarray(case['x']))
-  np.testing.assert_allclose(got, want.permute(0, 2, 3, 1).numpy(), **TOL)
+  np.testing.assert_allclose(got, _nhwc(want), **TOL)
 
 
 def _random_transpose_case(seed):
@@ -100,7 +101,7 @@ def _random_transpose_case(seed):
 
 
 @pytest.mark.parametrize('seed', range(16))
-def test_conv_transpose_matches_numpy_and_torch(seed):
+def test_conv_transpose_matches_numpy_and_torch(seed, torch_worker):
   k, s, d, p, op, x = _random_transpose_case(seed)
   if (x.shape[1] - 1) * s - 2 * p + d * (k - 1) + 1 + op < 1:
     pytest.skip('empty output')
@@ -111,12 +112,11 @@ def test_conv_transpose_matches_numpy_and_torch(seed):
   want = reference.conv_transpose2d(x, kernel, bias, (s, s), ((p, p), (p, p)), (op, op), (d, d))
   np.testing.assert_allclose(got, want, **TOL)
   assert got.shape[1:3] == geometry.of(layer).output_size(x.shape[1:3])
-  if torch is not None:
-    want_t = F.conv_transpose2d(torch.from_numpy(x).permute(0, 3, 1, 2),
-                                torch.tensor(kernel).permute(2, 3, 0, 1),
-                                torch.tensor(bias), stride=s, padding=p,
-                                output_padding=op, dilation=d)
-    np.testing.assert_allclose(got, want_t.permute(0, 2, 3, 1).numpy(), **TOL)
+  if torch_worker is not None:
+    want_t = torch_worker.call('conv_transpose2d', _nchw(x),
+                               np.ascontiguousarray(kernel.transpose(2, 3, 0, 1)), bias,
+                               stride=s, padding=p, output_padding=op, dilation=d)
+    np.testing.assert_allclose(got, _nhwc(want_t), **TOL)
 
 
 def test_bilinear_conv_transpose_interpolates_like_upsample():
@@ -134,7 +134,7 @@ def test_bilinear_conv_transpose_interpolates_like_upsample():
 
 @pytest.mark.parametrize('method', ['nearest', 'bilinear'])
 @pytest.mark.parametrize('seed', range(6))
-def test_upsample_matches_numpy_and_torch(method, seed):
+def test_upsample_matches_numpy_and_torch(method, seed, torch_worker):
   rng = np.random.default_rng(seed)
   x = rng.standard_normal((2, int(rng.integers(1, 9)), int(rng.integers(1, 9)), 3)
                           ).astype(np.float32)
@@ -145,14 +145,14 @@ def test_upsample_matches_numpy_and_torch(method, seed):
   target = tuple(int(t) for t in rng.integers(1, 20, size=2))
   got_sized = layers.Upsample(None, size=target, method=method)(jnp.asarray(x))
   np.testing.assert_allclose(got_sized, reference.resize(x, target, method), **TOL)
-  if torch is not None:
-    xt = torch.from_numpy(x).permute(0, 3, 1, 2)
+  if torch_worker is not None:
     kw = {'align_corners': False} if method == 'bilinear' else {}
-    want = F.interpolate(xt, scale_factor=factor, mode=method, **kw)
-    np.testing.assert_allclose(got, want.permute(0, 2, 3, 1).numpy(), **TOL)
+    want = torch_worker.call('interpolate', _nchw(x), scale_factor=factor, mode=method, **kw)
+    np.testing.assert_allclose(got, _nhwc(want), **TOL)
     if method == 'bilinear':  # torch's float 'nearest' with a size can round differently
-      want = F.interpolate(xt, size=target, mode=method, align_corners=False)
-      np.testing.assert_allclose(got_sized, want.permute(0, 2, 3, 1).numpy(), **TOL)
+      want = torch_worker.call('interpolate', _nchw(x), size=target, mode=method,
+                               align_corners=False)
+      np.testing.assert_allclose(got_sized, _nhwc(want), **TOL)
 
 
 def _random_pool_case(seed):
@@ -166,7 +166,7 @@ def _random_pool_case(seed):
 
 
 @pytest.mark.parametrize('seed', range(12))
-def test_pools_and_unpool_match_numpy_and_torch(seed):
+def test_pools_and_unpool_match_numpy_and_torch(seed, torch_worker):
   k, s, p, x = _random_pool_case(seed)
   pads = ((p[0], p[0]), (p[1], p[1]))
   values, switches = layers.MaxPool(k, s, p, return_switches=True)(jnp.asarray(x))
@@ -182,30 +182,28 @@ def test_pools_and_unpool_match_numpy_and_torch(seed):
   extra = tuple(n - b for n, b in zip(x.shape[1:3], base_size))
   unpooled = layers.MaxUnpool(k, s, p, output_padding=extra)(values, switches)
   np.testing.assert_allclose(unpooled, reference.max_unpool(want_v, want_s, x.shape[1:3]), **TOL)
-  if torch is not None:
-    xt = torch.from_numpy(x).permute(0, 3, 1, 2)
-    tv, ts = F.max_pool2d(xt, k, s, p, return_indices=True)
-    np.testing.assert_allclose(values, tv.permute(0, 2, 3, 1).numpy(), **TOL)
-    np.testing.assert_array_equal(switches, ts.permute(0, 2, 3, 1).numpy())
-    ta = F.avg_pool2d(xt, k, s, p)
-    np.testing.assert_allclose(avg, ta.permute(0, 2, 3, 1).numpy(), **TOL)
-    tu = F.max_unpool2d(tv, ts, k, s, p, output_size=x.shape[1:3])
-    np.testing.assert_allclose(unpooled, tu.permute(0, 2, 3, 1).numpy(), **TOL)
+  if torch_worker is not None:
+    tv, ts = torch_worker.call('max_pool2d', _nchw(x), k, s, p, return_indices=True)
+    np.testing.assert_allclose(values, _nhwc(tv), **TOL)
+    np.testing.assert_array_equal(switches, _nhwc(ts))
+    ta = torch_worker.call('avg_pool2d', _nchw(x), k, s, p)
+    np.testing.assert_allclose(avg, _nhwc(ta), **TOL)
+    tu = torch_worker.call('max_unpool2d', tv, ts, k, s, p, output_size=x.shape[1:3])
+    np.testing.assert_allclose(unpooled, _nhwc(tu), **TOL)
 
 
-@needs_torch
 @pytest.mark.parametrize('size', [(7, 8), (9, 5), (4, 4)])
 @pytest.mark.parametrize('window,stride,pad', [(2, 2, 0), (3, 2, 1), (3, 3, 0)])
-def test_ceil_mode_max_pool_matches_torch(size, window, stride, pad):
+def test_ceil_mode_max_pool_matches_torch(size, window, stride, pad, torch_peer):
   x = np.random.default_rng(0).standard_normal((1, *size, 2)).astype(np.float32)
   values, switches = layers.MaxPool(window, stride, pad, ceil_mode=True,
                                     return_switches=True)(jnp.asarray(x))
-  tv, ts = F.max_pool2d(torch.from_numpy(x).permute(0, 3, 1, 2), window, stride, pad,
-                        ceil_mode=True, return_indices=True)
-  np.testing.assert_allclose(values, tv.permute(0, 2, 3, 1).numpy(), **TOL)
-  np.testing.assert_array_equal(switches, ts.permute(0, 2, 3, 1).numpy())
+  tv, ts = torch_peer.call('max_pool2d', _nchw(x), window, stride, pad, ceil_mode=True,
+                           return_indices=True)
+  np.testing.assert_allclose(values, _nhwc(tv), **TOL)
+  np.testing.assert_array_equal(switches, _nhwc(ts))
   plain = layers.MaxPool(window, stride, pad, ceil_mode=True)(jnp.asarray(x))
-  np.testing.assert_allclose(plain, tv.permute(0, 2, 3, 1).numpy(), **TOL)
+  np.testing.assert_allclose(plain, _nhwc(tv), **TOL)
 
 
 def test_unpool_restores_odd_size_with_output_padding():

@@ -8,9 +8,7 @@ from flax import nnx
 from fcn_jax import inference
 from fcn_jax import models
 
-torch = pytest.importorskip('torch', reason='PyTorch is not installed (pip install -r '
-                            'requirements-torch.txt): the peer benchmarks need it')
-from benchmarks import peers  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import peers
 
 CASES = {
     'patch_net': (dict(name='patch_net', features=(32, 64, 128), head=(32, 1)), (2, 64, 48, 3)),
@@ -21,28 +19,41 @@ CASES = {
 
 
 @pytest.mark.parametrize('case', sorted(CASES))
-def test_peer_matches_flax(case):
+def test_peer_matches_flax(case, torch_peer):
   config, shape = CASES[case]
   model = models.get_model(config, rngs=nnx.Rngs(0))
   # Non-zero skip scores (the paper zero-initialises them), so the fusions are checked too.
   nnx.update(model, jax.tree.map(lambda a: a + 0.01, nnx.state(model, nnx.Param)))
-  peer = peers.torch_peer(model).eval()
   x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
   want = inference.predict(model, x)
-  with torch.no_grad():
-    got = peer(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+  got = torch_peer.forward(*peers.export(model, [shape[1:3]]), x)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_fcn_peer_refuses_a_size_it_was_not_exported_for(torch_peer):
+  config, shape = CASES['fcn8s']
+  model = models.get_model(config, rngs=nnx.Rngs(0))
+  x = np.zeros(shape, np.float32)
+  with pytest.raises(RuntimeError, match='without crop offsets'):
+    torch_peer.forward(*peers.export(model, [(64, 64)]), x)
+
+
+def test_worker_reports_the_pytorch_side_error_and_keeps_serving(torch_peer):
+  with pytest.raises(RuntimeError, match='PyTorch side: '):
+    torch_peer.call('conv2d', np.zeros((1, 2, 4, 4), np.float32), np.zeros((1, 3, 3, 3),
+                                                                           np.float32))
+  assert torch_peer.call('relu', np.array([-1.0, 2.0], np.float32)).tolist() == [0.0, 2.0]
 
 
 def test_unsupported_models_are_refused():
   valid = models.get_model(dict(name='unet', depth=2, width=4), rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="padding='same' only"):
-    peers.torch_peer(valid)
+    peers.export(valid)
   with pytest.raises(ValueError, match='no PyTorch peer'):
-    peers.torch_peer(models.get_model(dict(name='nin'), rngs=nnx.Rngs(0)))
+    peers.export(models.get_model(dict(name='nin'), rngs=nnx.Rngs(0)))
 
 
-def test_speed_benchmark_quick_mode_runs():
+def test_speed_benchmark_quick_mode_runs(torch_peer):
   """The benchmark's smoke mode (no thresholds: timings belong to benchmarks, not tests)."""
   import os  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
