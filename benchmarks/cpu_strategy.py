@@ -1,15 +1,18 @@
-r"""Which CPU strategy pays on this JAX: one device per core or one device, and each rewrite of
-`fcn_jax/lowering.py` on or off, measured side by side on whole training steps and predict calls.
+r"""Which CPU strategy pays on this JAX: one CPU device or one device per core, and each rewrite
+of `fcn_jax/lowering.py` on or off, measured side by side on whole training steps and predict calls.
 
-  python -m benchmarks.cpu_strategy               # every configuration, 2 rounds (~25 min, 2 cores)
-  python -m benchmarks.cpu_strategy --rounds=1 --only=all,one_device
+  python -m benchmarks.cpu_strategy               # every configuration, 3 rounds (~20 min, 2 cores)
+  python -m benchmarks.cpu_strategy --rounds=1 --only=base,per_core
 
-Each configuration runs in a fresh process (`FCN_JAX_CPU_DEVICES` set for it; a rewrite is turned
-off there by putting XLA's own op in its place), the configurations alternate within each round,
-and every figure is reported as a ratio to the `all` configuration of the same round (> 1: that
-configuration is faster). The workloads are `benchmarks.speed`'s: training at batch 64 of 64x64x3
-(Adam, placed as `fcn_jax.train` does) and `inference.predict` of one image. Rewrites the "CPU
-strategy" section of benchmarks/README.md and writes benchmarks/cpu_strategy.json.
+Each configuration runs in a fresh process (`JAX_NUM_CPU_DEVICES` set for it; a rewrite is turned
+off there by putting XLA's own op in its place). The configurations alternate within each round,
+in an order rotated from round to round (the first process of a round is not always the same),
+and every figure is reported as a ratio to the `base` configuration of the same round (> 1: that
+configuration is faster). `base` is what fcn_jax does: one CPU device, every rewrite. The
+workloads are `benchmarks.speed`'s: training at batch 64 of 64x64x3 (Adam, placed as
+`fcn_jax.train` does) and `inference.predict` of one image. Rewrites the "CPU strategy" section
+of benchmarks/README.md and writes benchmarks/cpu_strategy.json (`--rewrite`: only the section,
+from that file).
 """
 
 import json
@@ -28,22 +31,20 @@ from benchmarks import speed
 FLAGS = flags.FLAGS
 HERE = os.path.dirname(os.path.abspath(__file__))
 SECTION = '## CPU strategy'
+JSON = os.path.join(HERE, 'cpu_strategy.json')
 WORK = (('train', 'patch_net', 64), ('train', 'unet', 64), ('train', 'fcn8s', 64),
         ('infer', 'patch_net', 256), ('infer', 'patch_net', 1024), ('infer', 'patch_net', 4096),
         ('infer', 'unet', 1024), ('infer', 'fcn8s', 1024))
-# name: (devices, the rewrites turned off, what it tests)
+# name: (CPU devices, the rewrites turned off, the workload kinds it runs, what it tests)
 CONFIGS = {
-    'all': (None, (), 'every rewrite, one device per core (the baseline)'),
-    'one_device': (1, (), 'every rewrite, one CPU device'),
-    'no_pointwise': (None, ('pointwise',), '1x1 convs as XLA convs, not matmuls'),
-    'no_four_channels': (None, ('four_channels',), 'RGB not padded to 4 channels'),
-    'no_tap_conv': (None, ('tap_conv',), "strided convs' gradients by XLA's autodiff"),
-    'no_subpixel': (None, ('subpixel',), 'transposed convs as input-dilated XLA convs'),
-    'no_tiling_pool': (None, ('tiling_pool',), 'max pools as reduce_window'),
-    'none': (None, ('pointwise', 'four_channels', 'tap_conv', 'subpixel', 'tiling_pool'),
-             'no rewrite, one device per core'),
-    'none_one_device': (1, ('pointwise', 'four_channels', 'tap_conv', 'subpixel',
-                            'tiling_pool'), 'no rewrite, one CPU device: plain XLA'),
+    'base': (1, (), ('train', 'infer'), 'one CPU device, every rewrite (what fcn_jax does)'),
+    'per_core': (2, (), ('train',), 'one CPU device per core, the batch split over them'),
+    'no_strided_tap_conv': (1, ('strided_tap_conv',), ('train', 'infer'),
+                            "strided convs' gradients by XLA's autodiff"),
+    'no_subpixel': (1, ('subpixel',), ('train', 'infer'),
+                    'transposed convs as input-dilated XLA convs'),
+    'none': (1, ('strided_tap_conv', 'subpixel'), ('train', 'infer'),
+             'no rewrite: plain XLA'),
 }
 
 
@@ -51,11 +52,8 @@ def _turn_off(rewrites) -> None:
   """Puts XLA's own op where each named rewrite of fcn_jax.lowering is (this process only)."""
   from fcn_jax import lowering as lo  # pylint: disable=g-import-not-at-top
   patches = {
-      'pointwise': ('_pointwise', lambda x, k: lo._xla_conv(x, k, (1, 1), ((0, 0), (0, 0)))),
-      'four_channels': ('_four_channels', lambda x, k: (x, k)),
-      'tap_conv': ('_tap_conv', lambda x, k, s, p: lo._xla_conv(x, k, s, p)),
+      'strided_tap_conv': ('conv', lo._xla_conv),
       'subpixel': ('_subpixel_conv_transpose', lo._xla_conv_transpose),
-      'tiling_pool': ('_tiling_max_pool', lambda x, w, p: lo._xla_max_pool(x, w, w, p)),
   }
   for name in rewrites:
     setattr(lo, *patches[name])
@@ -64,9 +62,12 @@ def _turn_off(rewrites) -> None:
 def measure(config: str) -> dict:
   """In the child: every workload under one configuration; rates by workload."""
   import jax  # pylint: disable=g-import-not-at-top
-  _turn_off(CONFIGS[config][1])
+  _, rewrites, kinds, _ = CONFIGS[config]
+  _turn_off(rewrites)
   out = {'config': config, 'devices': jax.local_device_count(), 'jax': jax.__version__}
   for kind, name, size in WORK:
+    if kind not in kinds:
+      continue
     spec = {'kind': kind, 'model': name, 'size': size, 'framework': 'jax'}
     if kind == 'train':
       spec.update(batch=64, steps=3 if name == 'fcn8s' else 5, repeats=3)
@@ -78,10 +79,8 @@ def measure(config: str) -> dict:
 
 
 def _child(config: str) -> dict:
-  devices = CONFIGS[config][0]
-  env = dict(os.environ)
-  if devices:
-    env['FCN_JAX_CPU_DEVICES'] = str(devices)
+  env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(CONFIGS[config][0]))
+  env.pop('XLA_FLAGS', None)
   out = subprocess.run([sys.executable, '-m', 'benchmarks.cpu_strategy', f'--one={config}'],
                        capture_output=True, text=True, check=False, env=env,
                        cwd=os.path.dirname(HERE))
@@ -96,24 +95,37 @@ def main(argv):
   if FLAGS.one:
     print(json.dumps(measure(FLAGS.one)))
     return
+  if FLAGS.rewrite:
+    with open(JSON) as f:
+      write_table(json.load(f))
+    return
   names = FLAGS.only.split(',') if FLAGS.only else list(CONFIGS)
-  if 'all' not in names:
-    names.insert(0, 'all')
+  if 'base' not in names:
+    names.insert(0, 'base')
   rows = []
   for r in range(FLAGS.rounds):
-    for config in names:
+    for config in names[r % len(names):] + names[:r % len(names)]:
       row = _child(config)
       row['round'] = r
       rows.append(row)
       print(json.dumps(row), flush=True)
+  with open(JSON, 'w') as f:
+    json.dump(rows, f, indent=1)
+  write_table(rows)
+
+
+def write_table(rows: list[dict]) -> None:
+  """The "CPU strategy" section of benchmarks/README.md from the measured rows."""
+  names = list(dict.fromkeys(r['config'] for r in rows))
+  rounds = len({r['round'] for r in rows})
   keys = [f'{k} {n} {s}' for k, n, s in WORK]
-  import jax  # pylint: disable=g-import-not-at-top
   lines = [SECTION, '',
-           f'`python -m benchmarks.cpu_strategy --rounds={FLAGS.rounds}` on {speed.cpu_name()}, Python '
-           f'{platform.python_version()}, jax {jax.__version__}. Each configuration is a fresh '
-           'process; the configurations alternate within a round. Cells: the configuration\'s '
-           'rate over the `all` configuration\'s of the same round, median over the rounds '
-           '(min–max); > 1 means faster than `all`. The `all` row gives its rates (training: '
+           f'`python -m benchmarks.cpu_strategy --rounds={rounds}` on {speed.cpu_name()}, Python '
+           f'{platform.python_version()}, jax {rows[0]["jax"]}. Each configuration is a fresh '
+           'process; the configurations alternate within a round, in an order rotated each round. '
+           'Cells: the configuration\'s rate over the `base` configuration\'s of the same '
+           'round, median over the rounds (min–max); > 1 means faster than `base`. The `base` '
+           'row gives its rates (training: '
            'patches/s, batch 64 of 64²; inference: Mpixel/s of `inference.predict`, batch 1).',
            '', '| configuration | devices | ' + ' | '.join(keys) + ' |',
            '|---|---:|' + '---:|' * len(keys)]
@@ -122,11 +134,11 @@ def main(argv):
     cells = []
     for key in keys:
       pairs = [(m[key], b[key]) for m in mine for b in rows
-               if b['config'] == 'all' and b['round'] == m['round']]
+               if b['config'] == 'base' and b['round'] == m['round'] and key in m]
       pairs = [(a, b) for a, b in pairs if isinstance(a, float) and isinstance(b, float)]
       if not pairs:
         cells.append('n/a')
-      elif config == 'all':
+      elif config == 'base':
         cells.append(f'{statistics.median(a for a, _ in pairs):,.1f}')
       else:
         ratios = [a / b for a, b in pairs]
@@ -134,17 +146,16 @@ def main(argv):
         if len(ratios) > 1:
           cell += f' ({min(ratios):.2f}–{max(ratios):.2f})'
         cells.append(cell)
-    lines.append(f'| `{config}`: {CONFIGS[config][2]} | {mine[0]["devices"]} | ' +
+    lines.append(f'| `{config}`: {CONFIGS[config][3]} | {mine[0]["devices"]} | ' +
                  ' | '.join(cells) + ' |')
   text = '\n'.join(lines) + '\n'
   print(text)
-  with open(os.path.join(HERE, 'cpu_strategy.json'), 'w') as f:
-    json.dump(rows, f, indent=1)
   report.write_section(text)
 
 
 if __name__ == '__main__':
-  flags.DEFINE_integer('rounds', 2, 'Rounds; every configuration runs once per round.')
-  flags.DEFINE_string('only', None, 'Comma-separated configurations (`all` is always added).')
+  flags.DEFINE_integer('rounds', 3, 'Rounds; every configuration runs once per round.')
+  flags.DEFINE_string('only', None, 'Comma-separated configurations (`base` is always added).')
+  flags.DEFINE_bool('rewrite', False, 'Only rewrite the README section from cpu_strategy.json.')
   flags.DEFINE_string('one', None, 'Internal: measure one configuration and print it.')
   app.run(main)

@@ -4,7 +4,7 @@ r"""Per-op times of one fcn_jax training step on XLA:CPU, named by their HLO ops
   python -m benchmarks.profile --model=patch_net --infer=1024   # inference.predict instead
 
 Runs the training step of `benchmarks.speed`'s model (batch 64 of 64x64x3, Adam,
-the batch split over the CPU devices as `fcn_jax.train` does) under
+placed on the devices as `fcn_jax.train` does) under
 `jax.profiler.trace` with XLA's per-op trace events on, and prints the ops that
 took longest (ms per step per device) with the shape and source op of each,
 from the optimised HLO (`--xla_dump_to`). This is the evidence behind "Where the
@@ -38,16 +38,14 @@ def main(argv):
   from benchmarks import speed  # pylint: disable=g-import-not-at-top
   from benchmarks import workload  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from fcn_jax import devices, inference, train  # pylint: disable=g-import-not-at-top
+  from fcn_jax import inference, train  # pylint: disable=g-import-not-at-top
 
   name, steps = FLAGS.model, 3
   model = speed._model(name)  # pylint: disable=protected-access
   if FLAGS.infer:  # inference.predict on one image, as benchmarks.speed times it
     model.eval()
     image = np.random.default_rng(0).random((FLAGS.infer, FLAGS.infer, 3), dtype=np.float32)
-    shape = (1, *image.shape)
-    split = inference.band_rows(model, shape) or devices.row_sharding(shape)  # as predict does
-    count = len(jax.devices()) if split else 1
+    count = 1
     what = f'inference.predict at {FLAGS.infer}², ms per call'
 
     def step():

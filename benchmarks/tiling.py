@@ -131,8 +131,7 @@ def main(argv):
           'compile = first run minus a steady run.', '', table(rows), '',
           'Reading: tiles pay for their halos and, on images smaller than one batch of '
           f'tiles, for padding the batch (use whole-image inference there); {share}, '
-          'with one compilation for every size (`inference.predict` itself cuts large images '
-          'into row bands computed as tiles, see "fcn_jax vs PyTorch"). Peak RSS of the 16384² '
+          'with one compilation for every size. Peak RSS of the 16384² '
           'in-memory run is mostly its 3.2 GB float32 input. For '
           'the memory-mapped runs RSS counts the clean, file-backed pages of the input map '
           'that were read (the kernel drops them under memory pressure); the anonymous memory '

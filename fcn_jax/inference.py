@@ -4,7 +4,7 @@
 restores the latest (or a given) orbax checkpoint; `predict(model, image)`
 checks the size against the model's geometry first (a clear `ValueError`, never
 an XLA shape error) and runs one jitted forward pass (one compilation per
-distinct input shape), split over the CPU cores for large images (see `predict`).
+distinct input shape).
 
 `predict_tiled(model, image, tile)` gives the same output from tiles of one
 fixed shape (one compilation), and `predict_to_file` streams a memory-mapped
@@ -26,7 +26,6 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from fcn_jax import checkpoints
-from fcn_jax import devices
 from fcn_jax import files
 from fcn_jax import geometry
 from fcn_jax import layers
@@ -75,55 +74,12 @@ def _forward(model, images):
 
 
 def predict(model: nnx.Module, image: np.ndarray) -> np.ndarray:
-  """Logits for one `(H, W, C)` image (or an `(N, H, W, C)` batch), as NumPy.
-
-  On a CPU with several cores (`fcn_jax.devices`) a large image is split over them:
-  into row bands computed exactly as in `predict_tiled` when the model's halo of
-  context is small against a band (`band_rows`), otherwise into row halves that
-  XLA's SPMD partitioner computes with exchanged halos. Both give the whole-image
-  output up to float rounding.
-  """
+  """Logits for one `(H, W, C)` image (or an `(N, H, W, C)` batch), as NumPy: the whole image
+  in one call (for images too large for memory, `predict_tiled`)."""
   batch = image[None] if image.ndim == 3 else image
   geometry.check(model, batch.shape)
-  batch = np.asarray(batch, np.float32)
-  rows = band_rows(model, batch.shape)
-  if rows:
-    return np.stack([predict_tiled(model, one, (rows, batch.shape[2]), len(jax.local_devices()))
-                     for one in batch])[0 if image.ndim == 3 else slice(None)]
-  sharding = devices.row_sharding(batch.shape)
-  (batch,) = devices.place([batch], sharding)
-  out = np.asarray(jax.device_get(_forward(devices.replicate(model, sharding), batch)))
+  out = np.asarray(jax.device_get(_forward(model, np.asarray(batch, np.float32))))
   return out[0] if image.ndim == 3 else out
-
-
-BAND_ROWS = 256  # rows per band (patch_net on 2 cores: 128 slower, 512 no faster)
-MAX_HALO_SHARE = 1 / 8  # bands only when their halo adds at most this much work
-
-
-def band_rows(model: nnx.Module, shape) -> int | None:
-  """Rows per band for `predict` on an `(N, H, W, C)` input, or None to split it by XLA.
-
-  Bands of about `BAND_ROWS` rows, about a multiple of the local CPU devices in
-  number (each batch of bands is split over them), when there are several CPU
-  devices, every device gets at least one band, the model can be tiled and the
-  halo each band carries adds at most `MAX_HALO_SHARE` to its rows. Measured on 2
-  cores against XLA's row split (`benchmarks/README.md`): patch_net 2048^2 1.4x,
-  4096^2 1.15x faster (peak memory 2.2 -> 0.8 GB), 1024^2 the same; U-Net's and
-  FCN-8s's halos make bands slower (1024^2: 1.8 vs 2.3 and 0.7 vs 2.4 Mpixel/s),
-  so they keep XLA's split.
-  """
-  n = len(jax.local_devices())
-  h = shape[1]
-  if n < 2 or jax.local_devices()[0].platform != 'cpu' or h < n * BAND_ROWS:
-    return None
-  rows = math.ceil(h / (n * max(1, round(h / (n * BAND_ROWS)))))
-  try:
-    axis = axis_tiling(geometry.of(model), h, 0, rows)
-  except TilingError:
-    return None
-  if axis.size > (1 + MAX_HALO_SHARE) * axis.step:
-    return None
-  return rows
 
 
 # --------------------------------------------------------------------------
@@ -377,10 +333,7 @@ def _tiles(model: nnx.Module, image, tile: int | tuple[int, int], batch: int, sk
   tiles = [(i, j) for i in range(axes[0].count) for j in range(axes[1].count)
            if (i, j) not in skip]
   scale = 1 / 255 if image.dtype == np.uint8 else None
-  # Batches of tiles are split over the CPU cores (fcn_jax.devices); the model is copied
-  # to them once.
-  sharding = devices.batch_sharding((batch,))
-  graphdef, state = nnx.split(devices.replicate(model, sharding))
+  graphdef, state = nnx.split(model)
   for first in range(0, len(tiles), batch):
     chunk = tiles[first:first + batch]
     windows = np.zeros((batch, axes[0].size, axes[1].size, image.shape[2]), np.float32)
@@ -406,7 +359,6 @@ def _tiles(model: nnx.Module, image, tile: int | tuple[int, int], batch: int, sk
         for row, key in enumerate(keys):
           extents[b, row, 2 * a:2 * a + 2] = per_layer[key][:2]
       origins.append(out_origin)
-    windows, extents = devices.place([windows, extents], sharding)
     logits = np.asarray(jax.device_get(_tiled_forward(graphdef, state, windows, extents)))
     keeps, pieces = [], []
     for b, tile_index in enumerate(chunk):

@@ -1,34 +1,28 @@
-"""How the layers express convolutions and pools for XLA: the same numbers, faster programs.
+"""How the layers express convolutions for XLA: the same numbers, faster programs.
 
-XLA:CPU runs stride-1 convolutions through a library kernel (YNNPACK), fast. Profiles
-of training steps on the 2-core CPU (`benchmarks/README.md`, "Where the time goes")
-found the slow spots elsewhere, and each rewrite here removes one:
+XLA:CPU runs stride-1 convolutions through a library kernel (YNNPACK), fast, and on
+jax 0.12 on every core. Input-dilated convolutions run in a slow generic loop. A
+transposed convolution is one, so are the input gradient of a strided convolution
+and the weight gradient of a transposed one. Two rewrites avoid them:
 
-* Input-dilated convolutions run in a slow generic loop. A transposed convolution is
-  one, so are the input gradient of a strided convolution and the weight gradient
-  of a transposed one (a third of a U-Net training step). `conv_transpose` with
-  stride `s > 1` is therefore the sub-pixel form: one stride-1 convolution giving
-  `s*s*C_out` channels (one per output phase), depth-to-space, crop; for kernel ==
-  stride (U-Net's 2x2/2) a matmul. Strided `conv`s keep XLA's forward but own their
-  gradients (`jax.custom_vjp`): the input gradient is that sub-pixel transposed
-  convolution, the weight gradient one matmul per tap (training +6-8 %).
-* Weight gradients are convolutions whose window is the whole image: for a 1x1
-  convolution ~10x slower than the same product as a matmul, so 1x1 convolutions
-  are `einsum`s (a dot, whose gradients are dots).
-* Three input channels (RGB) miss the vectorised kernels: one zero channel to make
-  four made the first conv 2.4x faster.
-* The gradient of `lax.reduce_window` max is a select-and-scatter, run as a variadic
-  reduce-window over values and indices: `max_pool` with windows that tile the input
-  is a reshape and a max.
+* `conv_transpose` with stride `s > 1` is the sub-pixel form: one stride-1
+  convolution giving `s*s*C_out` channels (one per output phase), depth-to-space,
+  crop.
+* Strided `conv`s, and the sub-pixel form's stride-1 convolution, keep XLA's forward
+  but own their gradients (`jax.custom_vjp`): the input gradient is that sub-pixel
+  transposed convolution, the weight gradient one matmul per kernel tap.
 
-Tried and not kept (measured on whole training steps): strided convs as space-to-depth
-stride-1 convs (patch_net training 2x slower: XLA's weight gradient of the 2x2 kernel
-on 4C channels is slow), im2col for every conv (U-Net 3x slower), the weight gradient
-in batch chunks (no gain), bfloat16 (no faster on XLA:CPU here).
+Measured on jax 0.12.0.1, one CPU device, 2 cores (`python -m benchmarks.cpu_strategy`,
+`benchmarks/README.md`, "CPU strategy"): the figures for each rewrite are there.
+Three rewrites that paid on jax 0.10.2 no longer did on jax 0.12 and were deleted
+(1x1 convolutions as matmuls, RGB padded to 4 channels, tiling max pools as reshape
++ max: whole training steps and predict calls as fast or faster without them).
+Tried and not kept earlier: strided convs as space-to-depth stride-1 convs, im2col
+for every conv, the weight gradient in batch chunks, bfloat16.
 
 Every rewrite is exact up to float rounding (`tests/test_lowering.py` compares values
-and gradients with `lax.conv_general_dilated` / `lax.reduce_window`); grouped or dilated
-convolutions, and symbolic sizes (`jax.export`), use XLA's own ops.
+and gradients with `lax.conv_general_dilated`); grouped or dilated convolutions, and
+symbolic sizes (`jax.export`), use XLA's own ops.
 """
 
 import functools
@@ -53,35 +47,14 @@ def _taps(k: int, s: int) -> int:
 def conv(x: jax.Array, kernel: jax.Array, stride: Pair, padding: Sequence[Pair],
          dilation: Pair = (1, 1), groups: int = 1) -> jax.Array:
   """`lax.conv_general_dilated(x, kernel, stride, padding, rhs_dilation=dilation)`, NHWC/HWIO."""
-  if groups != 1:
-    return _xla_conv(x, kernel, stride, padding, dilation, groups)
-  if kernel.shape[:2] == (1, 1) and stride == (1, 1) and not any(map(any, padding)):
-    return _pointwise(x, kernel)
-  x, kernel = _four_channels(x, kernel)
-  if dilation == (1, 1) and stride != (1, 1) and _concrete(x):
+  if groups == 1 and dilation == (1, 1) and stride != (1, 1) and _concrete(x):
     return _tap_conv(x, kernel, tuple(stride), tuple(map(tuple, padding)))
-  return _xla_conv(x, kernel, stride, padding, dilation)
+  return _xla_conv(x, kernel, stride, padding, dilation, groups)
 
 
 def _xla_conv(x, kernel, stride, padding, dilation=(1, 1), groups=1):
   return lax.conv_general_dilated(x, kernel, stride, padding, rhs_dilation=dilation,
                                   dimension_numbers=DIMS, feature_group_count=groups)
-
-
-def _four_channels(x, kernel):
-  """`x` and `kernel` with zero input channels up to a multiple of 4 when there are fewer than
-  8 (RGB -> 4); the convolution is the same."""
-  c_in = x.shape[-1]
-  if c_in % 4 == 0 or c_in >= 8:
-    return x, kernel
-  extra = -c_in % 4
-  return (jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra))),
-          jnp.pad(kernel, ((0, 0), (0, 0), (0, extra), (0, 0))))
-
-
-def _pointwise(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """A 1x1 convolution as a matmul (whose gradients are matmuls too)."""
-  return jnp.einsum('nhwc,co->nhwo', x, kernel[0, 0])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -150,10 +123,8 @@ def _subpixel_conv_transpose(x, kernel, stride, padding, output_padding):
   kernel = jnp.pad(kernel, ((0, ah * sh - kh), (0, aw * sw - kw), (0, 0), (0, 0)))
   kernel = kernel.reshape(ah, sh, aw, sw, c_in, c_out)[::-1, :, ::-1]
   kernel = kernel.transpose(0, 2, 4, 1, 3, 5).reshape(ah, aw, c_in, sh * sw * c_out)
-  if ah * aw == 1:
-    y = _pointwise(x, kernel)
-  else:  # few taps, many output channels: its weight gradient is per-tap matmuls
-    y = _tap_conv(x, kernel, (1, 1), ((ah - 1, ah - 1), (aw - 1, aw - 1)))
+  # Few taps, many output channels: its weight gradient is per-tap matmuls.
+  y = _tap_conv(x, kernel, (1, 1), ((ah - 1, ah - 1), (aw - 1, aw - 1)))
   full_h, full_w = h + ah - 1, w + aw - 1
   y = y.reshape(n, full_h, full_w, sh, sw, c_out).transpose(0, 1, 3, 2, 4, 5)
   y = y.reshape(n, full_h * sh, full_w * sw, c_out)
@@ -164,67 +135,3 @@ def _subpixel_conv_transpose(x, kernel, stride, padding, output_padding):
   return lax.pad(y, jnp.zeros((), y.dtype),
                  ((0, 0, 0), (-top, kh - bottom + op_h - ah * sh, 0),
                   (-left, kw - right + op_w - aw * sw, 0), (0, 0, 0)))
-
-
-def max_pool(x: jax.Array, window: Pair, stride: Pair, padding: Sequence[Pair]) -> jax.Array:
-  """Max pooling, NHWC, `-inf` padding, PyTorch's gradient (the first maximum of each window
-  gets it). Windows that tile the input (window == stride) are a reshape and a max.
-
-  Autodiff of `lax.reduce_window` is a select-and-scatter, which XLA:CPU runs as a
-  variadic reduce-window over the values and their indices (~7 % of a U-Net
-  training step, measured); here the gradient is elementwise ops on the same
-  reshaped windows.
-  """
-  if window != stride or not _concrete(x):
-    return _xla_max_pool(x, window, stride, padding)
-  return _tiling_max_pool(x, tuple(window), tuple(map(tuple, padding)))
-
-
-def _xla_max_pool(x, window, stride, padding):
-  return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *stride, 1),
-                           ((0, 0), *padding, (0, 0)))
-
-
-def _windows(x, window, padding):
-  """`x` padded with -inf to exactly its windows' rows and columns, `(N, oh, kh, ow, kw, C)`."""
-  (top, bottom), (left, right) = padding
-  (kh, kw), n, c = window, x.shape[0], x.shape[3]
-  oh, ow = ((m + lo + hi) // k for m, (lo, hi), k in zip(x.shape[1:3], padding, window))
-  x = lax.pad(x, jnp.array(-jnp.inf, x.dtype),  # a partial last window is dropped
-              ((0, 0, 0), (top, oh * kh - x.shape[1] - top, 0),
-               (left, ow * kw - x.shape[2] - left, 0), (0, 0, 0)))
-  return x.reshape(n, oh, kh, ow, kw, c)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _tiling_max_pool(x, window, padding):
-  return _windows(x, window, padding).max(axis=(2, 4))
-
-
-def _tiling_max_pool_fwd(x, window, padding):
-  y = _tiling_max_pool(x, window, padding)
-  return y, (x, y)
-
-
-def _tiling_max_pool_bwd(window, padding, residuals, g):
-  x, y = residuals
-  windows = _windows(x, window, padding)
-  found = jnp.zeros(y.shape, bool)
-  rows = []
-  for a in range(window[0]):  # window positions in row-major order, as PyTorch scans them
-    row = []
-    for b in range(window[1]):
-      first = (windows[:, :, a, :, b] == y) & ~found
-      found = found | first
-      row.append(jnp.where(first, g, 0))
-    rows.append(jnp.stack(row, axis=3))
-  dx = jnp.stack(rows, axis=2)  # (N, oh, kh, ow, kw, C)
-  n, oh, kh, ow, kw, c = dx.shape
-  (top, _), (left, _) = padding
-  dx = dx.reshape(n, oh * kh, ow * kw, c)
-  return (lax.pad(dx, jnp.zeros((), dx.dtype),
-                  ((0, 0, 0), (-top, x.shape[1] - oh * kh + top, 0),
-                   (-left, x.shape[2] - ow * kw + left, 0), (0, 0, 0))),)
-
-
-_tiling_max_pool.defvjp(_tiling_max_pool_fwd, _tiling_max_pool_bwd)

@@ -11,9 +11,9 @@ function of the seed and the step), TensorBoard events and a readable log
 command again resumes from the latest checkpoint.
 
 Data parallel over the local devices (a 'data' mesh axis splits the batch,
-parameters are replicated; on CPU each core is a device, see
-`fcn_jax.devices`, and a batch that does not divide over all of them uses the
-most that it does) and across processes after `jax.distributed.initialize`
+parameters are replicated; a batch that does not divide over all devices uses
+the most that it does, see `fcn_jax.devices`; on CPU JAX makes one device
+unless `JAX_NUM_CPU_DEVICES` says otherwise) and across processes after `jax.distributed.initialize`
 (see `--coordinator`); one device is the same code path.
 """
 

@@ -206,6 +206,13 @@ def test_ceil_mode_max_pool_matches_torch(size, window, stride, pad, torch_peer)
   np.testing.assert_allclose(plain, _nhwc(tv), **TOL)
 
 
+def test_max_pool_gradient_goes_to_the_first_maximum_as_in_pytorch():
+  x = jnp.asarray([[0., 2., 2., 1.], [2., 1., 1., 1.], [3., 3., 0., 0.], [3., 3., 0., 0.]])
+  grad = jax.grad(lambda x: layers.MaxPool(2)(x).sum())(x[None, :, :, None])
+  np.testing.assert_array_equal(grad[0, :, :, 0], [[0, 1, 1, 0], [0, 0, 0, 0], [1, 0, 1, 0],
+                                                   [0, 0, 0, 0]])
+
+
 def test_unpool_restores_odd_size_with_output_padding():
   x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 7, 5, 2)), jnp.float32)
   values, switches = layers.MaxPool(2, return_switches=True)(x)

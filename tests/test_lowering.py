@@ -69,34 +69,8 @@ def test_conv_transpose_matches_xla(case):
            reference, x, kernel)
 
 
-@pytest.mark.parametrize('window,stride,padding,size', [
-    ((2, 2), (2, 2), ((0, 0), (0, 0)), (8, 8)),
-    ((2, 2), (2, 2), ((0, 0), (0, 0)), (7, 9)),  # floor mode drops the partial window
-    ((3, 3), (3, 3), ((0, 0), (0, 0)), (9, 10)),
-    ((2, 2), (2, 2), ((0, 1), (0, 1)), (7, 9)),  # ceil mode: the partial window is padded
-    ((3, 3), (3, 3), ((1, 1), (0, 1)), (8, 10)),
-    ((3, 3), (2, 2), ((1, 1), (1, 1)), (8, 8)),  # overlapping: XLA's reduce_window
-])
-def test_max_pool_matches_reduce_window(window, stride, padding, size):
-  x = jnp.asarray(np.random.default_rng(3).normal(size=(2, *size, 3)), jnp.float32)  # no ties
-  _compare(jax.jit(lambda x: lowering.max_pool(x, window, stride, padding)),
-           lambda x: lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *stride, 1),
-                                       ((0, 0), *padding, (0, 0))), x)
-
-
 def test_grouped_and_dilated_convs_use_xla():
   x = jnp.ones((1, 9, 9, 4))
   grouped = lowering.conv(x, jnp.ones((3, 3, 2, 4)), (2, 2), ((1, 1), (1, 1)), groups=2)
   dilated = lowering.conv(x, jnp.ones((3, 3, 4, 2)), (2, 2), ((2, 2), (2, 2)), dilation=(2, 2))
   assert grouped.shape == (1, 5, 5, 4) and dilated.shape == (1, 5, 5, 2)
-
-
-def test_max_pool_gradient_goes_to_the_first_maximum_as_in_pytorch():
-  x = jnp.asarray([[0., 2., 2., 1.], [2., 1., 1., 1.], [3., 3., 0., 0.], [3., 3., 0., 0.]])
-  x = x[None, :, :, None]
-  grad = jax.grad(lambda x: lowering.max_pool(x, (2, 2), (2, 2), ((0, 0), (0, 0))).sum())(x)
-  expected = jax.grad(lambda x: lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1),
-                                                  (1, 2, 2, 1), 'VALID').sum())(x)
-  np.testing.assert_array_equal(grad, expected)
-  np.testing.assert_array_equal(grad[0, :, :, 0], [[0, 1, 1, 0], [0, 0, 0, 0], [1, 0, 1, 0],
-                                                   [0, 0, 0, 0]])

@@ -83,7 +83,7 @@ def test_four_devices_match_one(data_dir, tmp_path):
           '--config.num_train_steps=4']
   one = _run(args + [f'--workdir={tmp_path / "one"}'])
   four = _run(args + [f'--workdir={tmp_path / "four"}'],
-              env={'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
+              env={'JAX_NUM_CPU_DEVICES': '4'})
   assert one.returncode == 0, one.stderr[-2000:]
   assert four.returncode == 0, four.stderr[-2000:]
   assert 'CpuDevice(id=3)' in four.stderr
