@@ -12,16 +12,16 @@ process (so peak RSS and the first step are its own); fcn_jax and PyTorch eager
 alternate, `--rounds` pairs per figure, and each ratio is of one pair:
 
 * training: patches/s of a full step (forward, backward, Adam) at batch 64 of
-  64x64x3, fcn_jax as `fcn_jax.train` runs it (parameters on every CPU device,
-  the batch split over them); the first step's time is the compile time (JAX)
-  or first-call overhead (PyTorch);
+  64x64x3, fcn_jax as `fcn_jax.train` runs it (placed with `train.place`); the
+  first step's time is the compile time (JAX) or first-call overhead (PyTorch);
 * inference: Mpixel/s of `fcn_jax.inference.predict` at 256^2, 1024^2 and 4096^2
   (FCN-8s: 256^2, 1024^2), batch 1;
 * achieved GFLOP/s (the FLOPs of the step from XLA's cost analysis) against the
   measured float32 matmul peak of the machine (2048^2 matmuls).
 
 Rewrites the "fcn_jax vs PyTorch" section of benchmarks/README.md and writes
-benchmarks/speed.json (every run).
+benchmarks/speed.json (every run; `--rewrite`: only the section, from that file), with
+the fcn_jax figures of the last jax-0.10.2 run (`speed_jax_0_10_2.json`) beside them.
 """
 
 import json
@@ -43,6 +43,8 @@ from benchmarks import workload
 FLAGS = flags.FLAGS
 HERE = os.path.dirname(os.path.abspath(__file__))
 SECTION = '## fcn_jax vs PyTorch'
+JSON = os.path.join(HERE, 'speed.json')
+BEFORE = os.path.join(HERE, 'speed_jax_0_10_2.json')  # the last run on jax 0.10.2
 MODELS = {
     'patch_net': dict(name='patch_net', features=(32, 64, 128), head=(32, 1)),
     'unet': dict(name='unet', in_channels=3, num_classes=2, depth=3, width=16, padding='same'),
@@ -208,6 +210,12 @@ def main(argv):
   if FLAGS.one:
     print(json.dumps(measure(json.loads(FLAGS.one))))
     return
+  if FLAGS.rewrite:
+    with open(JSON) as f:
+      rows = json.load(f)
+    write_table(rows, len(_rounds(rows, *next((r['kind'], 'jax', r['model'], r['size'])
+                                             for r in rows if r['kind'] == 'train'))), False)
+    return
   quick = FLAGS.quick
   batch, steps, repeats, rounds = (8, 2, 1, 1) if quick else (64, 10, 3, FLAGS.rounds)
   names = ('patch_net',) if quick else tuple(MODELS)
@@ -229,6 +237,38 @@ def main(argv):
           rows.append(_child({**spec, 'framework': framework}, folder))
       if not quick:
         rows.append(_child({**spec, 'framework': 'torch.compile'}, folder))
+  write_table(rows, rounds, quick)
+
+
+def _before() -> tuple[str, list[dict]]:
+  """The setup and rows of the last run before the move to jax 0.12 (BEFORE), or ('', [])."""
+  if not os.path.exists(BEFORE):
+    return '', []
+  with open(BEFORE) as f:
+    before = json.load(f)
+  return before['setup'], before['rows']
+
+
+def _ratio(jax_rows: list[dict], torch_rows: list[dict]) -> str:
+  """fcn_jax / PyTorch eager per pair: median (min–max)."""
+  ratios = [a['rate'] / b['rate'] for a, b in zip(jax_rows, torch_rows)
+            if 'rate' in a and 'rate' in b]
+  if not ratios:
+    return 'n/a'
+  text = f'{statistics.median(ratios):.2f}×'
+  if len(ratios) > 1:
+    text += f' ({min(ratios):.2f}–{max(ratios):.2f})'
+  return text
+
+
+def write_table(rows: list[dict], rounds: int, quick: bool) -> None:
+  """The "fcn_jax vs PyTorch" section from the measured rows (README and speed.json unless
+  `quick`), with the fcn_jax figures of BEFORE beside them."""
+  figures = list({(r['kind'], r['model'], r['size']): r for r in rows
+                  if r['kind'] != 'matmul'}.values())
+  batch = next(r['batch'] for r in figures if r['kind'] == 'train')
+  repeats = next(r['repeats'] for r in figures if r['kind'] == 'train')
+  before_setup, before = ('', []) if quick else _before()
   peak = max(r.get('gflops', 0) for r in rows if r['kind'] == 'matmul')
   versions = {f: next((r for r in rows if r['framework'] == f and 'error' not in r), {})
               for f in ('jax', 'torch')}
@@ -237,32 +277,35 @@ def main(argv):
            f'{cpu_name()}; '
            f'Python {platform.python_version()}, jax {versions["jax"].get("jax", "?")} '
            f'({versions["jax"].get("devices", "?")} CPU devices); in its own Python, torch '
-           f'{versions["torch"].get("torch", "?")} (threads: {versions["torch"].get("threads", "?")}), '
+           f'{versions["torch"].get("torch", "?")} '
+           f'(threads: {versions["torch"].get("threads", "?")}), '
            'float32. Every run is a fresh process; fcn_jax and PyTorch eager alternate, '
            f'{rounds} pair(s) per figure, each run the median of {repeats} timed runs '
-           f'({repeats + 2} for inference up to 1024²) after the first. The ratio is per pair, shown as median '
-           '(min–max over the pairs); rates are the medians over the rounds. "first" is the first '
-           'step (JAX: trace + compile; torch.compile: compile). GFLOP/s: the FLOPs of the same '
-           'function from XLA\'s cost analysis, per second of fcn_jax. Matmul peak (2048², '
+           f'({repeats + 2} for inference up to 1024²) after the first. The ratio is per pair, '
+           'shown as median (min–max over the pairs); rates are the medians over the rounds. '
+           '"first" is the first step (JAX: trace + compile; torch.compile: compile). '
+           'GFLOP/s: the FLOPs of the same function from XLA\'s cost analysis, per second of '
+           'fcn_jax. Matmul peak (2048², '
            f'float32): JAX {_fmt(_median(_rounds(rows, "matmul", "jax"), "gflops"), "gflops")}, '
            f'PyTorch {_fmt(_median(_rounds(rows, "matmul", "torch"), "gflops"), "gflops")} '
            'GFLOP/s. Training: batch of 64×64×3 patches (patch_net: heat-map BCE; U-Net, '
-           'FCN-8s: per-pixel cross-entropy), Adam; inference: batch 1.', '',
+           'FCN-8s: per-pixel cross-entropy), Adam; inference: batch 1.' +
+           (f' "Before": fcn_jax\'s rate and its ratio to PyTorch eager (measured side by side '
+            f'then) in `benchmarks/{os.path.basename(BEFORE)}`: {before_setup}. Its CPU may '
+            'differ from this one (the same command runs about 2× slower on one of these '
+            'machines than on another), so compare the ratios to eager across the two, not '
+            'the rates.' if before else ''), '',
            '| figure | model | fcn_jax | PyTorch eager | torch.compile | fcn_jax / eager | '
-           'fcn_jax GFLOP/s (% of peak) | first step s (jax / eager / compile) | peak RSS MB '
-           '(jax / eager) |',
-           '|---|---|---:|---:|---:|---:|---:|---:|---:|']
+           'before: fcn_jax | before: fcn_jax / eager | fcn_jax GFLOP/s (% of peak) | '
+           'first step s (jax / eager / compile) | peak RSS MB (jax / eager) |',
+           '|---|---|' + '---:|' * 9]
   for spec in figures:
     kind, name, size = spec['kind'], spec['model'], spec['size']
     per = {f: _rounds(rows, kind, f, name, size) for f in FRAMEWORKS}
     j, t, c = (_median(per[f], 'rate') for f in FRAMEWORKS)
-    ratios = [a['rate'] / b['rate'] for a, b in zip(per['jax'], per['torch'])
-              if 'rate' in a and 'rate' in b]
-    ratio = 'n/a'
-    if ratios:
-      ratio = f'{statistics.median(ratios):.2f}×'
-      if len(ratios) > 1:
-        ratio += f' ({min(ratios):.2f}–{max(ratios):.2f})'
+    ratio = _ratio(per['jax'], per['torch'])
+    then = [_rounds(before, kind, f, name, size) for f in ('jax', 'torch')]
+    old = f'{_fmt(_median(then[0], "rate"), "rate")} | {_ratio(*then) if then[0] else "-"}'
     gflops = '-'
     if j and 'rate' in j:
       flops = _flops(name, batch if kind == 'train' else 1, size, kind == 'train')
@@ -272,7 +315,7 @@ def main(argv):
     label = (f'training, patches/s (batch {batch}, 64²)' if kind == 'train' else
              f'inference {size}², Mpixel/s')
     lines.append(f'| {label} | {name} | {_fmt(j, "rate")} | {_fmt(t, "rate")} | '
-                 f'{_fmt(c, "rate")} | {ratio} | {gflops} | {_fmt(j, "first_s", 2)} / '
+                 f'{_fmt(c, "rate")} | {ratio} | {old} | {gflops} | {_fmt(j, "first_s", 2)} / '
                  f'{_fmt(t, "first_s", 2)} / {_fmt(c, "first_s", 2)} | '
                  f'{_fmt(j, "peak_rss_mb", 0)} / {_fmt(t, "peak_rss_mb", 0)} |')
   errors = sorted({f'{r["framework"]}: {r["error"]}' for r in rows if 'error' in r})
@@ -281,7 +324,7 @@ def main(argv):
   text = '\n'.join(lines) + '\n'
   print(text)
   if not quick:
-    with open(os.path.join(HERE, 'speed.json'), 'w') as f:
+    with open(JSON, 'w') as f:
       json.dump(rows, f, indent=1)
     report.write_section(text)
 
@@ -289,5 +332,6 @@ def main(argv):
 if __name__ == '__main__':
   flags.DEFINE_bool('quick', False, 'Small batches and one size: a smoke run.')
   flags.DEFINE_integer('rounds', 3, 'fcn_jax / PyTorch pairs of runs per figure.')
+  flags.DEFINE_bool('rewrite', False, 'Only rewrite the README section from speed.json.')
   flags.DEFINE_string('one', None, 'Internal: measure one figure (JSON spec) and print it.')
   app.run(main)

@@ -1,4 +1,4 @@
-"""fcn_jax.devices: importing fcn_jax leaves JAX's devices alone; the batch mesh divides the batch."""
+"""fcn_jax.devices: importing fcn_jax leaves JAX's devices alone; the mesh divides the batch."""
 
 import os
 import subprocess
