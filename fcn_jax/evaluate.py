@@ -10,6 +10,13 @@ a trivial predictor beside them so that "better than chance" can be read off:
 * segmentation: pixel accuracy, mean accuracy, mean IoU and frequency-weighted
   IoU (Long et al.; labelled pixels, classes present);
   chance = pixel accuracy of predicting the most frequent class everywhere.
+
+Beside the headline metric of each size (F1, accuracy, pixel accuracy) is its 95 %
+bootstrap interval over that size's images (`fcn_jax.stats.interval`), and for heat
+maps the number of positive target cells, which sets how narrow it can be. The
+example plotted for a size is its first image whose target holds a positive (heat
+map: a cell > 0.5; segmentation: a labelled pixel of a class other than 0); the
+first image where none does.
 """
 
 import collections
@@ -23,6 +30,7 @@ from flax import nnx
 
 from fcn_jax import files
 from fcn_jax import geometry
+from fcn_jax import stats
 from fcn_jax.data import catalog
 from fcn_jax.data import pipeline
 
@@ -38,12 +46,27 @@ class SizeResult:
   images: int
   metrics: dict[str, float]
   chance: float
-  example: dict[str, Any] | None = None  # first image, target and prediction, for plots
+  example: dict[str, Any] | None = None  # an image, its target and prediction, for plots
+  interval: stats.Interval | None = None  # of the headline metric (HEADLINE), over images
+  positives: int | None = None  # heat maps: positive target cells
 
 
 @nnx.jit
 def _forward(model, image):
   return model(image)
+
+
+HEADLINE = {'heatmap': 'f1', 'classification': 'accuracy', 'segmentation': 'pixel_accuracy'}
+
+
+def holds_positives(task: str, target: np.ndarray) -> bool:
+  """Whether an evaluation target shows something to find (see the module docstring)."""
+  target = np.asarray(target)
+  if task == 'heatmap':
+    return bool((target > 0.5).any())
+  if task == 'segmentation':
+    return bool(((target != 0) & (target != catalog.IGNORE)).any())
+  return True
 
 
 class Accumulator:
@@ -55,6 +78,7 @@ class Accumulator:
     self.counts = collections.Counter()
     self.confusion = np.zeros((num_classes, num_classes), np.int64)
     self.class_counts = np.zeros(num_classes, np.int64)
+    self.per_image = []  # heat maps: (tp, fp, fn); else (correct, labelled)
 
   def add(self, logits: np.ndarray, target: np.ndarray):
     if self.task == 'heatmap':
@@ -64,12 +88,19 @@ class Accumulator:
       self.counts['fn'] += int((~pred & truth).sum())
       self.counts['cells'] += truth.size
       self.counts['positive'] += int(truth.sum())
+      self.per_image.append(stats.binary_counts(pred[None], truth[None])[0])
       return
     pred = np.argmax(logits, axis=-1)
     valid = target != catalog.IGNORE
     t, p = np.asarray(target)[valid].astype(np.int64), pred[valid]
     np.add.at(self.confusion, (t, p), 1)
     self.class_counts += np.bincount(t, minlength=self.k)[:self.k]
+    self.per_image.append(np.array([int((t == p).sum()), t.size]))
+
+  def interval(self) -> stats.Interval:
+    """The headline metric (HEADLINE[task]) with its 95 % bootstrap interval over the images."""
+    return stats.interval(np.stack(self.per_image),
+                          stats.f1 if self.task == 'heatmap' else stats.accuracy)
 
   def result(self) -> tuple[dict[str, float], float]:
     if self.task == 'heatmap':
@@ -121,30 +152,45 @@ def evaluate(model: nnx.Module, data, *, split: str, max_images: int = 0) -> lis
     acc.add(logits, target)
     shapes[size] = tuple(logits.shape)
     counts[size] += 1
-    if size not in examples:
-      examples[size] = {'image': ex['image'][0], 'target': target, 'logits': logits}
+    if size not in examples or (not examples[size]['positive'] and
+                                holds_positives(data.task, target)):
+      examples[size] = {'image': ex['image'][0], 'target': target, 'logits': logits,
+                        'positive': holds_positives(data.task, target)}
   model.train()
   results = []
   for size in sorted(groups, key=lambda s: (s[0] * s[1], s)):
-    metrics, chance = groups[size].result()
-    results.append(SizeResult(size, shapes[size], counts[size], metrics, chance, examples[size]))
+    acc = groups[size]
+    metrics, chance = acc.result()
+    results.append(SizeResult(size, shapes[size], counts[size], metrics, chance, examples[size],
+                              acc.interval(),
+                              acc.counts['positive'] if data.task == 'heatmap' else None))
   return results
 
 
 def markdown(results: list[SizeResult], title: str) -> str:
-  """The results table: one row per input size."""
+  """The results table: one row per input size, the headline metric's interval, and a note."""
   names = list(results[0].metrics) if results else []
-  lines = [f'| input (H×W) | output | images | {" | ".join(names)} | chance |',
-           '|---|---|---:|' + '---:|' * (len(names) + 1)]
+  headline = next((n for n in HEADLINE.values() if n in names), None)
+  positives = any(r.positives is not None for r in results)
+  lines = [f'| input (H×W) | output | images | {"positive cells | " if positives else ""}'
+           f'{" | ".join(names)} | {headline} 95 % CI | chance |',
+           '|---|---|---:|' + '---:|' * (len(names) + 2 + positives)]
   for r in results:
     values = ' | '.join(f'{r.metrics[n]:.3f}' for n in names)
+    cells = f'{r.positives:,} | ' if positives else ''
+    ci = f'{r.interval.low:.3f}–{r.interval.high:.3f}' if r.interval else '-'
     lines.append(f'| {r.size[0]}×{r.size[1]} | {"×".join(map(str, r.output_shape))} | '
-                 f'{r.images} | {values} | {r.chance:.3f} |')
-  return f'## {title}\n\n' + '\n'.join(lines) + '\n'
+                 f'{r.images} | {cells}{values} | {ci} | {r.chance:.3f} |')
+  note = (f'{headline} 95 % CI: percentile bootstrap over the images of each size '
+          f'({stats.RESAMPLES:,} resamples, `fcn_jax.stats`)' +
+          ('; positive cells: target cells > 0.5, which bound how narrow it can be.'
+           if positives else '.'))
+  return f'## {title}\n\n' + '\n'.join(lines) + '\n\n' + note + '\n'
 
 
 def plot_examples(results: list[SizeResult], task: str, path: str) -> str:
-  """One row per size: input, target, prediction; written atomically as PNG."""
+  """One row per size: input, target, prediction (of the image chosen as the module docstring
+  says); written atomically as PNG."""
   fig, axes = plt.subplots(len(results), 3, figsize=(9, 3 * len(results)), squeeze=False)
   for row, r in zip(axes, results):
     image, target, logits = r.example['image'], r.example['target'], r.example['logits']

@@ -287,6 +287,8 @@ def _write_results(model, config, results, step: int, workdir: str) -> None:
           f'{g.params:,} parameters; receptive field {g.receptive_field[0]}, '
           f'stride {g.stride[0]}.', '',
           evaluate.markdown(results, 'Output shape and metric per input size'),
+          'Examples: for each size, the first image whose target holds a positive (the first '
+          'image if none does).', '',
           f'![input, target, prediction per size]({os.path.basename(png)})', '']
   files.write_text(os.path.join(workdir, 'results.md'), '\n'.join(text))
 

@@ -31,7 +31,7 @@ SHAPE_SIZES = ((64, 64), (65, 65), (96, 96), (100, 37), (128, 128), (256, 256), 
 
 def fresh_f1(model, g, size, count: int, seed: int = 1234) -> dict:
   """Pooled cell F1 on `count` new synthetic images of `size`, with a 90% bootstrap interval
-  over images (the test split has only 4 images per size)."""
+  over images."""
   counts = []
   for i in range(count):
     example = synthetic.shapes_example(np.random.default_rng((seed, *size, i)), *size)
@@ -128,8 +128,7 @@ def run(workdir: str, quick: bool) -> dict:
                    [[f'{m["size"][0]}×{m["size"][1]}', '×'.join(map(str, m['output'])),
                      m['images'], m['precision'], m['recall'], m['f1'], m['chance_f1']]
                     for m in metrics]),
-      'The test split has 4 images per size, too few to compare sizes; so the same model is '
-      'also scored on new images from the same generator (pooled cell F1, 90% bootstrap interval '
+      'The same model is also scored on new images from the same generator (pooled cell F1, 90% bootstrap interval '
       'over images, the same expected number of circles per pixel at every size):', '',
       common.table(['input H×W', 'images', 'cell F1', '90% interval'],
                    [[_size(f['size']), f['images'], f['f1'], f'{f["low"]:.3f}–{f["high"]:.3f}']

@@ -23,6 +23,13 @@ def _rng(seed: int, split: str, index: int) -> np.random.Generator:
   return np.random.default_rng([seed, sum(map(ord, split)), index])
 
 
+def test_images(config: 'SyntheticConfig', size: tuple[int, int]) -> int:
+  """How many test images of `size` a config holds."""
+  if config.test_pixels:
+    return -(-config.test_pixels // (size[0] * size[1]))
+  return config.test_per_size
+
+
 def _objects_feature(class_names):
   return tfds.features.Sequence({
       'centre': tfds.features.Tensor(shape=(2,), dtype=np.float32),  # (row, col) in pixels
@@ -46,7 +53,8 @@ class SyntheticConfig(tfds.core.BuilderConfig):
   min_side: int = 96  # train/validation image sides are uniform in [min_side, max_side]
   max_side: int = 512
   test_sizes: tuple[tuple[int, int], ...] = SHAPES_TEST_SIZES  # (H, W) of the test images
-  test_per_size: int = 4
+  test_per_size: int = 4  # test images per size, unless test_pixels is set
+  test_pixels: int = 0  # if set: ceil(test_pixels / (H*W)) test images of each size (equal area)
   seed: int = 0
 
 
@@ -67,7 +75,7 @@ class _SyntheticBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
   def _sizes(self, split: str):
     c = self.builder_config
     if split == 'test':
-      return [size for size in c.test_sizes for _ in range(c.test_per_size)]
+      return [size for size in c.test_sizes for _ in range(test_images(c, size))]
     count = c.num_train if split == 'train' else c.num_validation
     rng = _rng(c.seed, split + '/sizes', 0)
     return [tuple(int(v) for v in rng.integers(c.min_side, c.max_side + 1, size=2))
@@ -80,11 +88,27 @@ class _SyntheticBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
 
 
 class FcnShapes(_SyntheticBuilder):
-  """Circles, squares and triangles on textured backgrounds; mask, centres and boxes."""
+  """Circles, squares and triangles on textured backgrounds; mask, centres and boxes.
+
+  Every image is a window onto one stationary scene process (`synthetic.shapes_example`):
+  object density and size do not depend on the image size. The test split holds the same
+  area, 2 Mpixel, at each size (512 images of 64x64 ... 2 of 1024x1024), about 2,000
+  positive circle cells of patch_net's 8-pixel grid per size.
+  """
+
+  VERSION = tfds.core.Version('2.0.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'First version.',
+      '2.0.0': 'Stationary scenes: object radius and density no longer depend on the image '
+               'size (1.0.0 capped radii at min(H, W) / 3 and drew at least one object); the '
+               'test split holds 2 Mpixel per size instead of 4 images. Numbers measured on '
+               '1.0.0 are not comparable.',
+  }
 
   BUILDER_CONFIGS = [
       SyntheticConfig(name='default', description='400 train, 40 validation images of 96-512 '
-                      'px a side; test: 4 images each of 64x64 ... 1024x1024.'),
+                      'px a side; test: 2 Mpixel each of 64x64 ... 1024x1024.',
+                      test_pixels=2 * 1024 ** 2),
       SyntheticConfig(name='tiny', description='For tests.', num_train=6, num_validation=2,
                       min_side=64, max_side=96, test_sizes=((64, 64), (48, 80)),
                       test_per_size=1),
@@ -193,3 +217,24 @@ class FcnDigits(tfds.core.GeneratorBasedBuilder):
       example['objects']['label'] = example['objects']['label'] + 1  # class 0 is background
       yield f'{split}_{k:05d}', {'image': example['image'], 'mask': example['mask'],
                                  'objects': _objects(example)}
+
+
+def shapes_test_statistics(config: SyntheticConfig | None = None) -> list[dict]:
+  """Per test size of fcn_shapes: images, objects per megapixel and median radius (px) of the
+  objects whose centre lies in the image, from the same generator calls as the test split."""
+  config = config or FcnShapes.BUILDER_CONFIGS[0]
+  per_size = {}
+  index = 0
+  for size in config.test_sizes:
+    objects, radii = 0, []
+    for _ in range(test_images(config, size)):
+      found = synthetic.shapes_example(_rng(config.seed, 'test', index), *size)['objects']
+      index += 1
+      inside = ((found['centre'] >= 0) & (found['centre'] < np.asarray(size))).all(1)
+      objects += int(inside.sum())
+      radii += found['radius'][inside].tolist()
+    images = test_images(config, size)
+    per_size[size] = {'size': size, 'images': images,
+                      'objects_per_mpixel': objects / (images * size[0] * size[1] / 1e6),
+                      'median_radius': float(np.median(radii)) if radii else float('nan')}
+  return list(per_size.values())

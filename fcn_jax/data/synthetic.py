@@ -47,24 +47,36 @@ def _shape_mask(kind: str, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float,
   return inside
 
 
+OBJECTS_PER_PIXEL = 2.5 / 128 ** 2  # shapes' density: 2.5 objects per 128x128 pixels
+
+
 def shapes_example(rng: np.random.Generator, height: int, width: int,
                    min_radius: float = 6, max_radius: float = 36) -> dict[str, Any]:
   """An image with circles, squares and triangles; mask classes follow `SHAPE_CLASSES`.
 
+  The image is a window onto a stationary scene: objects (Poisson, OBJECTS_PER_PIXEL
+  per pixel) have centres uniform over the image grown by `max_radius` on every side
+  and radii uniform in [min_radius, max_radius], whatever the image size, so shapes
+  near the border are cut as a crop would cut them, and object density and size do
+  not depend on `height` and `width` (tested). An image may hold no object.
+
   Objects are drawn in random order (later ones occlude earlier ones); centres
-  (row, col) and boxes (ymin, xmin, ymax, xmax, normalised) describe the whole
-  drawn shape.
+  (row, col; outside the image for a cut shape) and boxes (ymin, xmin, ymax, xmax,
+  normalised, of the visible part) and radii describe every visible shape.
   """
   image = textured_background(rng, height, width)
   mask = np.zeros((height, width), np.uint8)
-  count = max(1, rng.poisson(2.5 * height * width / 128 ** 2))
-  centres, boxes, labels = [], [], []
+  m = max_radius
+  count = rng.poisson(OBJECTS_PER_PIXEL * (height + 2 * m) * (width + 2 * m))
+  centres, boxes, labels, radii = [], [], [], []
   for _ in range(count):
     label = int(rng.integers(1, len(SHAPE_CLASSES)))
-    r = float(rng.uniform(min_radius, min(max_radius, min(height, width) / 3)))
-    cy, cx = float(rng.uniform(0, height)), float(rng.uniform(0, width))
+    r = float(rng.uniform(min_radius, max_radius))
+    cy, cx = float(rng.uniform(-m, height + m)), float(rng.uniform(-m, width + m))
     top, bottom = max(0, int(cy - r) - 1), min(height, int(cy + r) + 2)
     left, right = max(0, int(cx - r) - 1), min(width, int(cx + r) + 2)
+    if bottom <= top or right <= left:  # wholly outside the window
+      continue
     yy, xx = np.mgrid[top:bottom, left:right].astype(np.float32) + 0.5
     inside = _shape_mask(SHAPE_CLASSES[label], yy, xx, cy, cx, r, rng.uniform(0, 2 * np.pi))
     if not inside.any():
@@ -80,12 +92,14 @@ def shapes_example(rng: np.random.Generator, height: int, width: int,
                   (top + rows.max() + 1) / height, (left + cols.max() + 1) / width])
     centres.append([cy, cx])
     labels.append(label)
+    radii.append(r)
   return {
       'image': (image * 255).round().astype(np.uint8),
       'mask': mask[..., None],
       'objects': {'centre': np.asarray(centres, np.float32).reshape(-1, 2),
                   'box': np.asarray(boxes, np.float32).reshape(-1, 4),
-                  'label': np.asarray(labels, np.int64)},
+                  'label': np.asarray(labels, np.int64),
+                  'radius': np.asarray(radii, np.float32)},
   }
 
 
