@@ -83,12 +83,11 @@ class Accumulator:
   def add(self, logits: np.ndarray, target: np.ndarray):
     if self.task == 'heatmap':
       pred, truth = logits > 0, target > 0.5  # sigmoid(x) > 0.5  <=>  x > 0
-      self.counts['tp'] += int((pred & truth).sum())
-      self.counts['fp'] += int((pred & ~truth).sum())
-      self.counts['fn'] += int((~pred & truth).sum())
+      image = stats.binary_counts(pred[None], truth[None])[0]
+      self.per_image.append(image)
+      self.counts.update(dict(zip(('tp', 'fp', 'fn'), image.tolist())))
       self.counts['cells'] += truth.size
       self.counts['positive'] += int(truth.sum())
-      self.per_image.append(stats.binary_counts(pred[None], truth[None])[0])
       return
     pred = np.argmax(logits, axis=-1)
     valid = target != catalog.IGNORE
@@ -152,10 +151,10 @@ def evaluate(model: nnx.Module, data, *, split: str, max_images: int = 0) -> lis
     acc.add(logits, target)
     shapes[size] = tuple(logits.shape)
     counts[size] += 1
-    if size not in examples or (not examples[size]['positive'] and
-                                holds_positives(data.task, target)):
+    positive = holds_positives(data.task, target)
+    if size not in examples or (positive and not examples[size]['positive']):
       examples[size] = {'image': ex['image'][0], 'target': target, 'logits': logits,
-                        'positive': holds_positives(data.task, target)}
+                        'positive': positive}
   model.train()
   results = []
   for size in sorted(groups, key=lambda s: (s[0] * s[1], s)):

@@ -223,18 +223,16 @@ def shapes_test_statistics(config: SyntheticConfig | None = None) -> list[dict]:
   """Per test size of fcn_shapes: images, objects per megapixel and median radius (px) of the
   objects whose centre lies in the image, from the same generator calls as the test split."""
   config = config or FcnShapes.BUILDER_CONFIGS[0]
-  per_size = {}
-  index = 0
+  rows, index = [], 0
   for size in config.test_sizes:
-    objects, radii = 0, []
-    for _ in range(test_images(config, size)):
+    images, objects, radii = test_images(config, size), 0, []
+    for _ in range(images):
       found = synthetic.shapes_example(_rng(config.seed, 'test', index), *size)['objects']
       index += 1
       inside = ((found['centre'] >= 0) & (found['centre'] < np.asarray(size))).all(1)
       objects += int(inside.sum())
       radii += found['radius'][inside].tolist()
-    images = test_images(config, size)
-    per_size[size] = {'size': size, 'images': images,
-                      'objects_per_mpixel': objects / (images * size[0] * size[1] / 1e6),
-                      'median_radius': float(np.median(radii)) if radii else float('nan')}
-  return list(per_size.values())
+    rows.append({'size': size, 'images': images,
+                 'objects_per_mpixel': objects / (images * size[0] * size[1] / 1e6),
+                 'median_radius': float(np.median(radii)) if radii else float('nan')})
+  return rows
