@@ -35,6 +35,7 @@ def digits_classification(config: ml_collections.ConfigDict, runlocal: bool) -> 
   config.data.task = 'classification'
   config.data.patch_size = config_dict.placeholder(int)  # None: whole 28x28 images
   config.data.augment = ml_collections.ConfigDict()  # no flips for digits
+  config.data.validation_split = None  # fcn_digits/single has train and test only
   config.data.eval_split = 'test'
   config.batch_size = 4 if runlocal else 64  # global batch
   config.num_train_steps = 3 if runlocal else 800  # optimiser steps

@@ -52,7 +52,11 @@ def get_config(arg=None):
   config.data.augment.colour = 0.1  # brightness/contrast jitter strength (0 = off)
   config.data.shuffle_buffer = 256  # examples in the shuffle buffer
   config.data.train_split = 'train'  # tfds split to train on
-  config.data.eval_split = 'test'  # whole images evaluated after training
+  # Whole images evaluated: `validation_split` every `eval_every` steps and at the end (what
+  # sweeps and any choice of a setting read), `eval_split` once at the end (the reported
+  # numbers, results.md). None: no validation evaluation (a dataset without one).
+  config.data.validation_split = 'validation'
+  config.data.eval_split = 'test'
   config.data.weight_map = None  # U-Net border weights {w0, sigma} (segmentation), or None
 
   config.batch_size = 4 if args.runlocal else 32  # global batch (split over devices/processes)
@@ -72,7 +76,7 @@ def get_config(arg=None):
   config.loss.class_weights = config_dict.placeholder(tuple)  # segmentation: per-class weights
 
   config.log_every = 1 if args.runlocal else 50  # steps between logged training metrics
-  config.eval_every = 0  # steps between evaluations during training (0 = only at the end)
+  config.eval_every = 0  # steps between validation evaluations (0 = only at the end)
   config.checkpoint_every = 2 if args.runlocal else 500  # steps between checkpoints
   config.keep_checkpoints = 3  # checkpoints kept (older ones are deleted)
   config.max_eval_images = 2 if args.runlocal else 0  # images evaluated (0 = the whole split)

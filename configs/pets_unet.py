@@ -32,6 +32,7 @@ def get_config(arg=None):
   config.data.patch_size = 64 if args.runlocal else 192  # training crops
   config.data.small_images = 'pad'
   config.data.augment.rot90 = False  # pets stand upright
+  config.data.validation_split = None  # oxford_iiit_pet has train and test only
   config.data.eval_split = 'test'
   config.batch_size = 2 if args.runlocal else 16
   config.num_train_steps = 3 if args.runlocal else 5000

@@ -1,16 +1,26 @@
-"""What every experiment shares: flags, training a config, timing, tables and atomic outputs.
+"""What every experiment shares: flags, training a config, provenance, tables and outputs.
 
 Each experiment is `python -m experiments.<name> --workdir=DIR [--quick]`: it
 trains what it needs under `DIR/<run>` (resuming finished or interrupted runs
-instead of redoing them), measures, and writes `DIR/results.md` with its PNG
-plots beside it. `--quick` shrinks data and steps so that the whole experiment
-runs in about a minute (CI runs it); its numbers show that the code works, not
-the claim. The full runs' outputs are committed in `experiments/<name>/`.
+instead of redoing them) through a `Record`, measures, and writes
+`DIR/results.json` with its PNG plots beside it; `DIR/results.md` is rendered
+from `results.json` alone by the experiment's `render(numbers)` (so it can be
+re-rendered, and is never edited by hand: tests/test_experiments.py re-renders
+every committed one). `results.json` records its provenance: the git commit and
+whether the tree was dirty, a hash of the configs trained, the date, the exact
+command, the seeds, the machine, and each run's first and last training loss.
+`--quick` shrinks data and steps so that the whole experiment runs in about a
+minute (CI runs it); its numbers show that the code works and learns, not the
+claim. The full runs' outputs are committed in `experiments/<name>/`.
 """
 
+import datetime
+import hashlib
 import json
 import os
+import platform
 import statistics
+import subprocess
 import sys
 import time
 from typing import Any, Callable, Sequence
@@ -50,11 +60,106 @@ def main(run: Callable[[str, bool], Any]) -> None:
   app.run(_main)
 
 
-def train_run(config: ml_collections.ConfigDict, workdir: str) -> nnx.Module:
-  """Trains `config` in `workdir` (or resumes / reuses a finished run) and returns the model."""
-  train.train_and_evaluate(config, workdir)
-  model, _ = inference.load_trained(workdir)
-  return model
+class Record:
+  """What one experiment run trains and writes: its runs' configs and training summaries,
+  and `results.json` / `results.md` with their provenance."""
+
+  def __init__(self, workdir: str, quick: bool):
+    self.workdir, self.quick = workdir, quick
+    self.configs: dict[str, ml_collections.ConfigDict] = {}
+    self.training: dict[str, dict] = {}
+    self.evaluations: dict[str, dict] = {}  # run -> {split: [evaluate.SizeResult]}
+
+  def train(self, config: ml_collections.ConfigDict, name: str) -> nnx.Module:
+    """Trains `config` in `workdir/name` (or resumes / reuses a finished run), returns the
+    model."""
+    path = os.path.join(self.workdir, name)
+    out = train.train_and_evaluate(config, path)
+    self.configs[name] = config
+    self.training[name] = training_summary(path, out['step'])
+    self.evaluations[name] = {config.data.eval_split: out['results']}
+    if out['validation'] is not None:
+      self.evaluations[name][config.data.validation_split] = out['validation']
+    model, _ = inference.load_trained(path)
+    return model
+
+  def write(self, numbers: dict, render: Callable[[dict], tuple[str, list[str]]]) -> str:
+    """`results.json` (`numbers` with 'provenance' and 'training' added) and `results.md`
+    rendered from it."""
+    numbers = {**numbers, 'provenance': provenance(self.configs, self.quick),
+               'training': self.training}
+    numbers = json.loads(json.dumps(numbers, default=_plain))  # what a reader of the file sees
+    files.write_text(os.path.join(self.workdir, 'results.json'), json.dumps(numbers, indent=1))
+    return write_text(os.path.join(self.workdir, 'results.md'), markdown(render, numbers))
+
+
+def _plain(value):
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  return str(value)
+
+
+def training_summary(workdir: str, steps: int) -> dict:
+  """The first and last logged training loss of a run (did it learn?), its steps and its
+  training time (steps over the median logged rate)."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    logged = [r for r in map(json.loads, f) if 'train_loss' in r]
+  rate = statistics.median(r['steps_per_sec'] for r in logged)
+  return {'steps': steps, 'first_loss': logged[0]['train_loss'],
+          'last_loss': logged[-1]['train_loss'], 'train_seconds': steps / rate}
+
+
+def _git(*args: str) -> str:
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    return subprocess.run(['git', *args], cwd=root, capture_output=True, text=True,
+                          check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return ''
+
+
+def _machine() -> str:
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next(l.split(':', 1)[1].strip() for l in f if l.startswith('model name'))
+  except (OSError, StopIteration):
+    pass
+  device = jax.devices()[0]
+  return (f'{cpu}, {os.cpu_count()} cores; jax {jax.__version__} on {device.platform} '
+          f'({device.device_kind})')
+
+
+def provenance(configs: dict[str, ml_collections.ConfigDict], quick: bool) -> dict:
+  """Where numbers come from: commit, dirty tree, config hash, date, command, seeds, machine."""
+  resolved = {name: json.loads(c.to_json_best_effort()) for name, c in sorted(configs.items())}
+  main_module = sys.modules['__main__'].__spec__
+  return {
+      'commit': _git('rev-parse', 'HEAD') or 'unknown',
+      'dirty': bool(_git('status', '--porcelain', '--untracked-files=no')),
+      'config_hash': hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16],
+      'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+      'command': ' '.join(['python -m', main_module.name.removesuffix('.__main__') if main_module
+                           else 'experiments', *sys.argv[1:]]),
+      'seeds': sorted({int(c.seed) for c in configs.values()}),
+      'machine': _machine(),
+      'quick': quick,
+  }
+
+
+def markdown(render: Callable[[dict], tuple[str, list[str]]], numbers: dict) -> str:
+  """`results.md`: the title, where the numbers come from, then `render`'s sections."""
+  title, sections = render(numbers)
+  p = numbers['provenance']
+  seeds = ', '.join(map(str, p['seeds'])) or 'none trained'
+  head = (f'Produced by `{p["command"]}`' +
+          (' (**quick smoke run: the numbers do not test the claim**)' if p['quick'] else '') +
+          f' at commit `{p["commit"][:12]}`' +
+          (' **with uncommitted changes**' if p['dirty'] else '') +
+          f', {p["date"]}, on {p["machine"]}; seeds {seeds}; config hash `{p["config_hash"]}`.')
+  return '\n'.join([f'# {title}', '', head, '', *sections]) + '\n'
 
 
 def quick_training(config: ml_collections.ConfigDict, steps: int, batch_size: int = 8) -> None:
@@ -89,18 +194,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def save_figure(fig, path: str) -> str:
   """Saves a matplotlib figure as PNG (whole or not at all) and closes it."""
   return files.save_figure(fig, path, dpi=90, bbox_inches='tight')
-
-
-def write_results(workdir: str, title: str, sections: Sequence[str], numbers: dict) -> str:
-  """`results.md` (title, the command that produced it, sections) and `results.json`."""
-  command = 'python -m ' + ' '.join(
-      [sys.modules['__main__'].__spec__.name.removesuffix('.__main__')] +
-      [a for a in sys.argv[1:]])
-  write_text(os.path.join(workdir, 'results.json'), json.dumps(numbers, indent=1, default=str))
-  text = [f'# {title}', '', f'Produced by `{command}`' +
-          (' (**quick smoke run: the numbers do not test the claim**)' if FLAGS.quick else '') +
-          '.', '', *sections]
-  return write_text(os.path.join(workdir, 'results.md'), '\n'.join(text) + '\n')
 
 
 def figure(*args, **kwargs):

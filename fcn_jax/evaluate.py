@@ -49,6 +49,7 @@ class SizeResult:
   example: dict[str, Any] | None = None  # an image, its target and prediction, for plots
   interval: stats.Interval | None = None  # of the headline metric (HEADLINE), over images
   positives: int | None = None  # heat maps: positive target cells
+  counts: np.ndarray | None = None  # per image: (tp, fp, fn) for heat maps, else (correct, total)
 
 
 @nnx.jit
@@ -162,7 +163,8 @@ def evaluate(model: nnx.Module, data, *, split: str, max_images: int = 0) -> lis
     metrics, chance = acc.result()
     results.append(SizeResult(size, shapes[size], counts[size], metrics, chance, examples[size],
                               acc.interval(),
-                              acc.counts['positive'] if data.task == 'heatmap' else None))
+                              acc.counts['positive'] if data.task == 'heatmap' else None,
+                              np.stack(acc.per_image)))
   return results
 
 

@@ -65,9 +65,11 @@ class SweepSpec:
   `params` maps a config field (dotted, e.g. 'optimizer.learning_rate') to a
   list of values (a grid axis / categorical choice) or to a dict
   `{'low': a, 'high': b, 'log': bool, 'int': bool}` (a range). `metric` is a
-  key of the final evaluation record in `metrics.jsonl` (e.g.
-  'eval/64x64/f1', or 'train_loss'), or 'mean:<name>' for the mean of
-  `eval/*/<name>` over the evaluation sizes.
+  key of the last evaluation record of `split` in `metrics.jsonl` (e.g.
+  'validation/64x64/f1', or 'train_loss'), or 'mean:<name>' for the mean of
+  `<split>/*/<name>` over the evaluation sizes. `split` is the validation split
+  by default: trials are chosen on it, and the test split, which every trial
+  also scores at its end, stays for reporting the chosen one.
   """
   name: str
   base: str  # config file, e.g. 'configs/default.py' or 'configs/default.py:runlocal'
@@ -79,6 +81,7 @@ class SweepSpec:
   overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # fixed config changes
   pruner: dict[str, Any] | None = None  # {'name': 'median', 'startup_trials': 2, 'warmup_steps': 0}
   seed: int = 0  # sampler seed
+  split: str = 'validation'  # the split whose evaluations `metric` reads
 
   def grid(self) -> list[dict[str, Any]]:
     keys = sorted(self.params)
@@ -123,6 +126,16 @@ def load_sweep(path: str) -> SweepSpec:
   config_path = spec.base.split(':')[0]
   if not os.path.isfile(config_path):
     raise ValueError(f'{path}: base config {config_path!r} does not exist')
+  if spec.metric.split('/')[0] in ('validation', 'test') and (
+      spec.metric.split('/')[0] != spec.split):
+    raise ValueError(f"{path}: metric {spec.metric!r} is not of split {spec.split!r}; "
+                     "use 'mean:<name>' or a key of that split")
+  if spec.split == 'validation':
+    module, arg = _config_module(spec.base)
+    base = importlib.import_module(module).get_config(arg)
+    if not spec.overrides.get('data.validation_split', base.data.get('validation_split')):
+      raise ValueError(f'{path}: {spec.base} has no data.validation_split to choose trials on; '
+                       "set one in overrides (e.g. a slice such as 'train[90%:]')")
   return spec
 
 
@@ -157,8 +170,9 @@ def train_command(spec: SweepSpec, values: dict[str, Any], workdir: str) -> list
           [_flag(k, v) for k, v in {**spec.overrides, **values}.items()])
 
 
-def read_metric(workdir: str, metric: str) -> list[tuple[int, float]]:
-  """`(step, value)` of `metric` in every evaluation record of a run's `metrics.jsonl`."""
+def read_metric(workdir: str, metric: str, split: str = 'validation') -> list[tuple[int, float]]:
+  """`(step, value)` of `metric` in every evaluation record of `split` (or, for
+  'train_loss', every training record) of a run's `metrics.jsonl`."""
   path = os.path.join(workdir, 'metrics.jsonl')
   if not os.path.exists(path):
     return []
@@ -170,7 +184,7 @@ def read_metric(workdir: str, metric: str) -> list[tuple[int, float]]:
       except json.JSONDecodeError:  # a line being written
         continue
       if metric.startswith('mean:'):
-        values = [v for k, v in record.items() if k.startswith('eval/') and
+        values = [v for k, v in record.items() if k.startswith(split + '/') and
                   k.endswith('/' + metric[5:])]
         if values:
           found.append((record['step'], float(np.mean(values))))
@@ -200,7 +214,7 @@ def run_trial(trial: optuna.Trial, spec: SweepSpec, workdir: str) -> float:
     try:
       while process.poll() is None:
         time.sleep(0.5)
-        for step, value in read_metric(trial_dir, spec.metric):
+        for step, value in read_metric(trial_dir, spec.metric, spec.split):
           if step not in reported:
             reported.add(step)
             trial.report(value, step)
@@ -215,7 +229,7 @@ def run_trial(trial: optuna.Trial, spec: SweepSpec, workdir: str) -> float:
         process.kill()
         process.wait()
   trial.set_user_attr('seconds', time.time() - t0)
-  found = read_metric(trial_dir, spec.metric)
+  found = read_metric(trial_dir, spec.metric, spec.split)
   if found:
     trial.set_user_attr('steps', found[-1][0])
   if process.returncode != 0:
@@ -338,7 +352,7 @@ def write_report(spec: SweepSpec, storage: str, workdir: str) -> str:
   command = 'python -m fcn_jax.sweep ' + ' '.join(a for a in sys.argv[1:] if a != '--worker')
   lines = [f'# Sweep `{spec.name}`', '', f'Produced by `{command}`.', '',
            f'Base config `{spec.base}` with {json.dumps(spec.overrides)}; {spec.sampler} sampler, '
-           f'{spec.budget} trials, {spec.direction} `{spec.metric}`'
+           f'{spec.budget} trials, {spec.direction} `{spec.metric}` on the `{spec.split}` split'
            + (f', median pruner {json.dumps(spec.pruner)}' if spec.pruner else '') + '.', '',
            '| trial | state | ' + ' | '.join(keys) + ' | metric | steps | seconds | error |',
            '|' + '---|' * (len(keys) + 6)]

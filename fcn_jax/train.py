@@ -10,6 +10,12 @@ function of the seed and the step), TensorBoard events and a readable log
 (clu), `metrics.jsonl`, `results.md` and `examples.png`. Running the same
 command again resumes from the latest checkpoint.
 
+Selection apart from reporting: the `config.data.validation_split` is evaluated
+every `eval_every` steps and at the end (scalars `validation/<H>x<W>/<metric>`,
+what sweeps optimise and any choice of a setting should read); the
+`config.data.eval_split` (the test split) is evaluated once, at the end, and is
+what `results.md` reports (scalars `test/<H>x<W>/<metric>`).
+
 Data parallel over the local devices (a 'data' mesh axis splits the batch,
 parameters are replicated; a batch that does not divide over all devices uses
 the most that it does, see `fcn_jax.devices`; on CPU JAX makes one device
@@ -250,33 +256,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         name = signal.Signals(stop[0]).name
         raise Interrupted(f'stopped by {name} at step {step}; checkpoint saved in '
                           f'{workdir}/checkpoints: run the same command to resume', stop[0])
-      if config.eval_every and step % config.eval_every == 0 and step < config.num_train_steps:
-        _evaluate(model, config, writer, step, workdir, final=False)
+      if (config.eval_every and step % config.eval_every == 0 and step < config.num_train_steps
+          and config.data.get('validation_split')):
+        _evaluate(model, config, writer, step, workdir, config.data.validation_split)
   checkpoints.wait_until_finished()
-  results = _evaluate(model, config, writer, step, workdir, final=True)
-  return {'train_loss': last_loss, 'results': results, 'step': step,
+  validation = (_evaluate(model, config, writer, step, workdir, config.data.validation_split)
+                if config.data.get('validation_split') else None)
+  results = _evaluate(model, config, writer, step, workdir, config.data.eval_split)
+  _write_results(model, config, results, step, workdir)
+  return {'train_loss': last_loss, 'results': results, 'validation': validation, 'step': step,
           'state': jax.device_get(nnx.state(model))}
 
 
-def _evaluate(model, config, writer, step: int, workdir: str, final: bool):
-  """Evaluates at every size of the eval split; on the final call writes results.md and PNGs."""
+def _evaluate(model, config, writer, step: int, workdir: str, split: str):
+  """Metrics at every size of `split`, written as `<split>/<H>x<W>/<metric>` scalars."""
   # Evaluate a host-local copy: whole images of varying size are not batch-parallel work.
   graphdef, state = nnx.split(model)
   local_model = nnx.merge(graphdef, jax.device_get(state))
-  results = evaluate.evaluate(local_model, config.data, split=config.data.eval_split,
+  results = evaluate.evaluate(local_model, config.data, split=split,
                               max_images=config.max_eval_images)
-  scalars = {f'eval/{r.size[0]}x{r.size[1]}/{name}': value
+  scalars = {f'{split}/{r.size[0]}x{r.size[1]}/{name}': value
              for r in results for name, value in r.metrics.items()}
   writer.write_scalars(step, scalars)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
-      f.write(json.dumps({'step': step, **scalars}) + '\n')
-    if final:
-      _write_results(model, config, results, step, workdir)
+      f.write(json.dumps({'step': step, 'split': split, **scalars}) + '\n')
   return results
 
 
 def _write_results(model, config, results, step: int, workdir: str) -> None:
+  """results.md and examples.png of the reported (`eval_split`) evaluation."""
+  if jax.process_index() > 0:
+    return
   g = geometry.of(model)
   png = evaluate.plot_examples(results, config.data.task, os.path.join(workdir, 'examples.png'))
   text = [f'# {g.name} on {config.data.name} after {step} steps', '',

@@ -1,5 +1,6 @@
 """Datasets (builders, catalog via mock data), the input pipeline, targets and weight maps."""
 
+import collections
 import glob
 import hashlib
 import math
@@ -105,6 +106,15 @@ def test_shapes_test_split_holds_equal_area_per_size():
   assert [r['images'] for r in rows] == [512, 128, 32, 11, 2]
   config = builders.FcnShapes.BUILDER_CONFIGS[0]
   assert all(r['images'] * r['size'][0] * r['size'][1] >= config.test_pixels for r in rows)
+
+
+def test_shapes_validation_split_is_laid_out_like_test():
+  config = builders.FcnShapes.BUILDER_CONFIGS[0]
+  validation = collections.Counter(builders.split_sizes(config, 'validation'))
+  test = collections.Counter(builders.split_sizes(config, 'test'))
+  assert set(validation) == set(test) == set(config.test_sizes)
+  assert [validation[s] for s in config.test_sizes] == [256, 64, 16, 6, 1]
+  assert all(2 * validation[s] >= test[s] >= validation[s] for s in test)
 
 
 def test_generation_is_deterministic(tmp_path):

@@ -66,6 +66,19 @@ def test_grid_sweep_with_two_workers(tmp_path):
   assert config.model.padding_mode in ('zeros', 'reflect')
 
 
+def test_trials_are_chosen_on_validation_not_test(tmp_path):
+  """The objective reads the validation records; the test record each trial writes is ignored."""
+  path = tmp_path / 'metrics.jsonl'
+  path.write_text('{"step": 2, "split": "validation", "validation/8x8/f1": 0.25}\n'
+                  '{"step": 3, "split": "validation", "validation/8x8/f1": 0.5, '
+                  '"validation/16x16/f1": 0.7}\n'
+                  '{"step": 3, "split": "test", "test/8x8/f1": 0.9, "test/16x16/f1": 0.9}\n')
+  assert sweep.read_metric(str(tmp_path), 'mean:f1') == [(2, 0.25), (3, 0.6)]
+  assert sweep.read_metric(str(tmp_path), 'mean:f1', 'test') == [(3, 0.9)]
+  assert sweep.load_sweep(os.path.join(ROOT, 'configs/sweeps/lr_padding.py')).split == (
+      'validation')
+
+
 def test_resume_after_kill_finishes_only_the_rest(tmp_path):
   sweep_file = os.path.join(ROOT, 'configs/sweeps/tiny_grid.py')
   process = subprocess.Popen(_command(sweep_file, tmp_path, '--grace_period=4'), cwd=ROOT,
@@ -133,6 +146,14 @@ def test_bad_sweep_files_are_clear_errors(tmp_path):
   bad = _sweep_file(tmp_path, 'bad2', base='configs/default.py',
                     params={'a': {'low': 1, 'high': 2}}, metric='mean:f1')
   with pytest.raises(ValueError, match='a grid sweep needs a list of values'):
+    sweep.load_sweep(bad)
+  bad = _sweep_file(tmp_path, 'on_test', base='configs/default.py', params={'a': [1]},
+                    metric='test/64x64/f1')
+  with pytest.raises(ValueError, match="metric 'test/64x64/f1' is not of split 'validation'"):
+    sweep.load_sweep(bad)
+  bad = _sweep_file(tmp_path, 'no_validation', base='configs/nin_digits.py', params={'a': [1]},
+                    metric='mean:accuracy')
+  with pytest.raises(ValueError, match='has no data.validation_split to choose trials on'):
     sweep.load_sweep(bad)
   out = subprocess.run(_command(str(tmp_path / 'missing.py'), tmp_path), cwd=ROOT,
                        capture_output=True, text=True, check=False)

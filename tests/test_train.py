@@ -52,6 +52,18 @@ def test_every_config_trains_and_writes_results(name, data_dir, tmp_path):
     assert f'| {r.size[0]}×{r.size[1]} |' in text
 
 
+def test_validation_is_evaluated_during_training_and_test_once(data_dir, tmp_path):
+  out = train.train_and_evaluate(runlocal('default', data_dir, num_train_steps=4, eval_every=2),
+                                 str(tmp_path))
+  with open(tmp_path / 'metrics.jsonl') as f:
+    evaluations = [(r['step'], r['split']) for r in map(json.loads, f) if 'split' in r]
+  assert evaluations == [(2, 'validation'), (4, 'validation'), (4, 'test')]
+  # results.md reports the test split (tiny: 64x64 and 48x80), not validation's random sizes
+  assert sorted(r.size for r in out['results']) == [(48, 80), (64, 64)]
+  assert {r.size for r in out['validation']}.isdisjoint({(48, 80)})
+  assert '`test` images' in (tmp_path / 'results.md').read_text()
+
+
 def test_catalog_config_trains_on_mock_data(monkeypatch, tmp_path):
   with mock_catalog.mock_catalog(monkeypatch, num_examples=4):
     out = train.train_and_evaluate(runlocal('pets_unet', None), str(tmp_path))

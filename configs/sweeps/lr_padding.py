@@ -3,7 +3,7 @@
   python -m fcn_jax.sweep --sweep=configs/sweeps/lr_padding.py --workdir=/tmp/sweep_lr_padding
 
 Each trial is the default config shortened to 400 steps; the objective is the
-mean cell F1 over the test-image sizes.
+mean cell F1 over the validation split's sizes (the sizes of the test split).
 """
 
 

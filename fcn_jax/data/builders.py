@@ -23,11 +23,22 @@ def _rng(seed: int, split: str, index: int) -> np.random.Generator:
   return np.random.default_rng([seed, sum(map(ord, split)), index])
 
 
-def test_images(config: 'SyntheticConfig', size: tuple[int, int]) -> int:
-  """How many test images of `size` a config holds."""
-  if config.test_pixels:
-    return -(-config.test_pixels // (size[0] * size[1]))
+def test_images(config: 'SyntheticConfig', size: tuple[int, int], split: str = 'test') -> int:
+  """How many images of `size` a config's test split (or size-matched validation split) holds."""
+  pixels = config.validation_pixels if split == 'validation' else config.test_pixels
+  if pixels:
+    return -(-pixels // (size[0] * size[1]))
   return config.test_per_size
+
+
+def split_sizes(config: 'SyntheticConfig', split: str) -> list[tuple[int, int]]:
+  """The (H, W) of every image of a synthetic split, in order."""
+  if split == 'test' or (split == 'validation' and config.validation_pixels):
+    return [size for size in config.test_sizes for _ in range(test_images(config, size, split))]
+  count = config.num_train if split == 'train' else config.num_validation
+  rng = _rng(config.seed, split + '/sizes', 0)
+  return [tuple(int(v) for v in rng.integers(config.min_side, config.max_side + 1, size=2))
+          for _ in range(count)]
 
 
 def _objects_feature(class_names):
@@ -55,11 +66,15 @@ class SyntheticConfig(tfds.core.BuilderConfig):
   test_sizes: tuple[tuple[int, int], ...] = SHAPES_TEST_SIZES  # (H, W) of the test images
   test_per_size: int = 4  # test images per size, unless test_pixels is set
   test_pixels: int = 0  # if set: ceil(test_pixels / (H*W)) test images of each size (equal area)
+  # If set: the validation split is laid out like the test split (its sizes, equal area)
+  # with ceil(validation_pixels / (H*W)) images of each size, instead of random sizes.
+  validation_pixels: int = 0
   seed: int = 0
 
 
 class _SyntheticBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Train/validation images of random sizes and a test split at fixed sizes."""
+  """Train images of random sizes, a test split at fixed sizes, and a validation split of
+  random sizes or (`validation_pixels`) laid out like the test split."""
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'First version.'}
@@ -72,17 +87,8 @@ class _SyntheticBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
     return {'train': self._generate_examples('train'), 'validation': self._generate_examples('validation'),
             'test': self._generate_examples('test')}
 
-  def _sizes(self, split: str):
-    c = self.builder_config
-    if split == 'test':
-      return [size for size in c.test_sizes for _ in range(test_images(c, size))]
-    count = c.num_train if split == 'train' else c.num_validation
-    rng = _rng(c.seed, split + '/sizes', 0)
-    return [tuple(int(v) for v in rng.integers(c.min_side, c.max_side + 1, size=2))
-            for _ in range(count)]
-
   def _generate_examples(self, split: str):
-    for index, (height, width) in enumerate(self._sizes(split)):
+    for index, (height, width) in enumerate(split_sizes(self.builder_config, split)):
       yield f'{split}_{index:06d}', self._example(
           _rng(self.builder_config.seed, split, index), height, width)
 
@@ -93,22 +99,27 @@ class FcnShapes(_SyntheticBuilder):
   Every image is a window onto one stationary scene process (`synthetic.shapes_example`):
   object density and size do not depend on the image size. The test split holds the same
   area, 2 Mpixel, at each size (512 images of 64x64 ... 2 of 1024x1024), about 2,000
-  positive circle cells of patch_net's 8-pixel grid per size.
+  positive circle cells of patch_net's 8-pixel grid per size; the validation split (for
+  choosing settings and stopping) 1 Mpixel at each of the same sizes, from other seeds.
   """
 
-  VERSION = tfds.core.Version('2.0.0')
+  VERSION = tfds.core.Version('2.1.0')
   RELEASE_NOTES = {
       '1.0.0': 'First version.',
       '2.0.0': 'Stationary scenes: object radius and density no longer depend on the image '
                'size (1.0.0 capped radii at min(H, W) / 3 and drew at least one object); the '
                'test split holds 2 Mpixel per size instead of 4 images. Numbers measured on '
                '1.0.0 are not comparable.',
+      '2.1.0': 'The validation split is laid out like the test split: 1 Mpixel at each test '
+               'size (256 images of 64x64 ... 1 of 1024x1024) instead of 40 images of random '
+               'sizes, so that settings are chosen on the sizes they are reported at. Train and '
+               'test are unchanged from 2.0.0.',
   }
 
   BUILDER_CONFIGS = [
-      SyntheticConfig(name='default', description='400 train, 40 validation images of 96-512 '
-                      'px a side; test: 2 Mpixel each of 64x64 ... 1024x1024.',
-                      test_pixels=2 * 1024 ** 2),
+      SyntheticConfig(name='default', description='400 train images of 96-512 px a side; '
+                      'validation: 1 Mpixel, test: 2 Mpixel each of 64x64 ... 1024x1024.',
+                      test_pixels=2 * 1024 ** 2, validation_pixels=1024 ** 2),
       SyntheticConfig(name='tiny', description='For tests.', num_train=6, num_validation=2,
                       min_side=64, max_side=96, test_sizes=((64, 64), (48, 80)),
                       test_per_size=1),
