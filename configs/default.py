@@ -60,7 +60,7 @@ def get_config(arg=None):
   config.data.weight_map = None  # U-Net border weights {w0, sigma} (segmentation), or None
 
   config.batch_size = 4 if args.runlocal else 32  # global batch (split over devices/processes)
-  config.num_train_steps = 3 if args.runlocal else 1500  # optimiser steps
+  config.num_train_steps = 3 if args.runlocal else 4000  # steps (experiments/learning_curve)
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'adam'  # 'sgd' | 'adam' | 'adamw'
   config.optimizer.learning_rate = 3e-3  # peak learning rate

@@ -212,16 +212,33 @@ def load_split(data: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray,
   return np.stack(images), np.asarray(labels)
 
 
-def accuracy(model: nnx.Module, images: np.ndarray, labels: np.ndarray, batch: int = 256) -> float:
-  """Top-1 accuracy of a classifier returning `(N, K)` logits, in batches of one shape."""
-  correct = 0
+def predicted_labels(model: nnx.Module, images: np.ndarray, batch: int = 256) -> np.ndarray:
+  """Top-1 labels of a classifier returning `(N, K)` logits, in batches of one shape."""
+  out = []
   for first in range(0, len(images), batch):
     chunk = images[first:first + batch]
     padded = np.concatenate([chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]),
                                              chunk.dtype)]) if len(chunk) < batch else chunk
     logits = inference.predict(model, padded)[:len(chunk)]
-    correct += int((logits.reshape(len(chunk), -1).argmax(-1) == labels[first:first + batch]).sum())
-  return correct / len(images)
+    out.append(logits.reshape(len(chunk), -1).argmax(-1))
+  return np.concatenate(out)
+
+
+def correct_counts(predicted: np.ndarray, labels: np.ndarray) -> np.ndarray:
+  """Per example `(correct, 1)`: the counts `fcn_jax.stats` pools into an accuracy."""
+  return np.stack([np.asarray(predicted) == np.asarray(labels),
+                   np.ones(len(labels), bool)], axis=1).astype(np.int64)
+
+
+def interval_dict(i) -> dict:
+  """A `fcn_jax.stats.Interval` as results.json stores it."""
+  return {'estimate': i.estimate, 'low': i.low, 'high': i.high}
+
+
+def ci(v: dict, signed: bool = False, digits: int = 3) -> str:
+  """An interval dict as 'estimate [low, high]'."""
+  f = f'{{:+.{digits}f}}' if signed else f'{{:.{digits}f}}'
+  return f'{f.format(v["estimate"])} [{f.format(v["low"])}, {f.format(v["high"])}]'
 
 
 def resized(images: np.ndarray, size: Sequence[int]) -> np.ndarray:

@@ -46,6 +46,19 @@ def accuracy(sums: np.ndarray) -> np.ndarray:
   return sums[..., 0] / np.maximum(sums[..., 1], 1)
 
 
+def mean_iou(sums: np.ndarray) -> np.ndarray:
+  """Mean IoU over the classes present, from a pooled `K x K` confusion matrix (rows: truth)
+  flattened on the last axis (`[..., K*K]`)."""
+  sums = np.asarray(sums, np.float64)
+  k = int(round(sums.shape[-1] ** 0.5))
+  confusion = sums.reshape(*sums.shape[:-1], k, k)
+  truth, hits = confusion.sum(-1), np.diagonal(confusion, axis1=-2, axis2=-1)
+  union = truth + confusion.sum(-2) - hits
+  present = truth > 0
+  iou = np.where(present, hits / np.maximum(union, 1), 0)
+  return iou.sum(-1) / np.maximum(present.sum(-1), 1)
+
+
 def binary_counts(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
   """(tp, fp, fn) of boolean maps per unit: `[units, ...]` -> `[units, 3]`."""
   predicted = np.asarray(predicted, bool).reshape(len(predicted), -1)
@@ -188,4 +201,5 @@ def sentence(a: str, b: str, diff: Interval, margin: float, failed: bool = False
       'lower': f'{a} is lower (the interval excludes 0)',
       'inconclusive': f'inconclusive (the interval contains 0 and reaches outside ±{margin:g})',
   }[word]
-  return (f'{metric} {a} − {b} = {diff} ({diff.level:.0%} interval): {said}.')
+  text = f'{metric} {a} − {b} = {diff} ({diff.level:.0%} interval): {said}.'
+  return text[0].upper() + text[1:]

@@ -1,18 +1,25 @@
-"""Every experiment runs end to end with --quick and writes sane numbers (what CI checks)."""
+"""Every experiment runs end to end with --quick, learns, and writes sane numbers (what CI
+checks); every committed results.md is what its results.json renders to."""
 
+import importlib
 import json
 import math
 import os
+import pathlib
 import subprocess
 import sys
 
 import pytest
 
+from experiments import common
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXPERIMENTS = sorted(p.parent.name for p in (ROOT / 'experiments').glob('*/__main__.py'))
+
 
 def _run(name: str, workdir) -> dict:
   out = subprocess.run([sys.executable, '-m', f'experiments.{name}', f'--workdir={workdir}',
-                        '--quick'], capture_output=True, text=True, check=False,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                        '--quick'], capture_output=True, text=True, check=False, cwd=ROOT)
   assert out.returncode == 0, out.stderr[-3000:]
   text = (workdir / 'results.md').read_text()
   assert text.startswith('# ') and 'Produced by `python -m experiments.' in text
@@ -20,7 +27,30 @@ def _run(name: str, workdir) -> dict:
     if line.startswith('!['):
       assert (workdir / line[line.index('(') + 1:-1]).is_file(), line
   assert not list(workdir.glob('*.tmp*'))  # outputs are renamed into place
-  return json.loads((workdir / 'results.json').read_text())
+  numbers = json.loads((workdir / 'results.json').read_text())
+  # Provenance, and results.md is exactly what results.json renders to.
+  p = numbers['provenance']
+  assert len(p['commit']) == 40 and p['quick'] and p['command'].endswith('--quick')
+  assert p['seeds'] and p['machine'] and len(p['config_hash']) == 16
+  module = importlib.import_module(f'experiments.{name}.__main__')
+  assert common.markdown(module.render, numbers) == text
+  # Something was learned: every run's loss fell well below its start.
+  assert numbers['training']
+  for run, summary in numbers['training'].items():
+    assert summary['last_loss'] < 0.75 * summary['first_loss'], (run, summary)
+  return numbers
+
+
+@pytest.mark.parametrize('name', EXPERIMENTS)
+def test_committed_results_render_from_their_json(name):
+  """No hand edits: the committed results.md is regenerated from results.json, byte for byte."""
+  folder = ROOT / 'experiments' / name
+  if not (folder / 'results.json').exists():
+    pytest.fail(f'experiments/{name} has no committed results.json')
+  numbers = json.loads((folder / 'results.json').read_text())
+  module = importlib.import_module(f'experiments.{name}.__main__')
+  assert common.markdown(module.render, numbers) == (folder / 'results.md').read_text()
+  assert not numbers['provenance']['quick'] and not numbers['provenance']['dirty']
 
 
 def test_scaling(tmp_path):
@@ -28,6 +58,17 @@ def test_scaling(tmp_path):
   assert numbers['all_shapes_exact']
   for s in numbers['shapes']:
     assert list(s['output']) == [math.ceil(n / 8) for n in s['input']]
+  rows = numbers['rows']
+  assert len({r['positive_cells'] for r in rows}) == 1  # the same cells at every size
+  assert all(r['all']['estimate'] > r['chance_f1'] for r in rows)  # above chance
+  assert rows[-1]['delta']['estimate'] == 0 and not numbers['failed_seeds']
+  assert rows[0]['border_share'] > rows[-1]['border_share']
+
+
+def test_learning_curve(tmp_path):
+  numbers = _run('learning_curve', tmp_path)
+  longest = numbers['rows'][-1]
+  assert longest['f1'] > 0.3 and longest['verdict'] != 'failed to train'  # chance ≈ 0.3
 
 
 def test_overfeat(tmp_path):
@@ -39,43 +80,47 @@ def test_overfeat(tmp_path):
 
 def test_gap_vs_dense(tmp_path):
   numbers = _run('gap_vs_dense', tmp_path)
-  for r in numbers['rows']:
-    trained_size = r['size'] == [28, 28]
-    if r['model'] == 'dense':  # runs only at its training size
-      assert math.isnan(r['accuracy']) != trained_size
-    else:
-      assert 0 <= r['accuracy'] <= 1
+  cells = numbers['cells']
+  assert not cells['dense/28x16']['ran'] and cells['dense/28x28']['ran']
+  for name in ('dense', 'gap'):  # above chance (0.1) at the training size
+    assert not cells[f'{name}/28x28']['collapsed']
+    assert cells[f'{name}/28x28']['accuracy']['low'] > 0.3
   assert numbers['params']['dense']['head'] > 100 * numbers['params']['gap']['head']
   assert 'cannot take an input of size' in numbers['errors']['dense']
 
 
 def test_nin(tmp_path):
-  rows = _run('nin', tmp_path)['rows']
-  heads = {r['head']: r for r in rows}
-  assert heads['gap']['params'] < heads['dense']['params']
-  assert heads['gap']['head_params'] == 64 * 10 + 10
-  assert all(0 <= r['accuracy'] <= 1 for r in rows)
+  numbers = _run('nin', tmp_path)
+  summary = numbers['summary']
+  assert summary['gap']['params'] < summary['dense']['params']
+  assert summary['gap']['head_params'] == 64 * 10 + 10
+  assert all(summary[h]['accuracy']['low'] > 0.3 for h in ('gap', 'dense'))  # chance 0.1
 
 
 def test_padding(tmp_path):
-  results = _run('padding', tmp_path)['results']
-  for mode, per_size in results.items():
+  numbers = _run('padding', tmp_path)
+  for mode, per_size in numbers['results'].items():
     for r in per_size:
       # The receptive field (29 px) reaches < 2 cells: 3+ cells in, padding changes nothing.
       assert r['deviation'][3] < 1e-6, (mode, r)
       if mode == 'valid':  # no padding at all
         assert all(math.isnan(d) or d < 1e-6 for d in r['deviation'])
+  assert set(numbers['border_gap']) == {'zeros', 'reflect', 'replicate'}
 
 
 def test_fcn_skips(tmp_path):
-  rows = _run('fcn_skips', tmp_path)['rows']
+  numbers = _run('fcn_skips', tmp_path)
+  rows = numbers['rows']
   assert [r['variant'] for r in rows] == ['fcn32s', 'fcn16s', 'fcn8s']
   for r in rows:
     for metric in ('pixel_accuracy', 'mean_accuracy', 'mean_iou', 'fw_iou'):
       assert 0 <= r[metric] <= 1
+  assert [s['fine'] for s in numbers['steps']] == ['fcn16s', 'fcn8s']
 
 
 def test_unet(tmp_path):
   rows = _run('unet', tmp_path)['rows']
-  assert {r['weights'] for r in rows} == {True, False}
-  assert all(0 <= r['iou'] <= 1 and r['gap_pixels'] > 0 for r in rows)
+  assert len(rows) == 2
+  for r in rows:
+    assert r['iou_weights']['estimate'] > 0.5 and r['iou_no_weights']['estimate'] > 0.5
+    assert 0 <= r['gap_weights']['estimate'] <= 1

@@ -10,7 +10,11 @@ share the conv half (stride-2 3x3 convs 16/32/64, 'same' padding), are
 trained on 28x28 digits (`fcn_digits/single`) with the same schedule and
 seeds, and are tested on the test digits at 28x28 and resized to 28x16
 (squeezed), 56x56 (2x) and 84x84 (3x), and at their own scale on 56x56 and 84x84
-canvases (a bigger input, not a bigger digit).
+canvases (a bigger input, not a bigger digit). Accuracies are pooled over seeds with
+95 % bootstrap intervals (digits and seeds resampled); the GAP net's change from 28x28 is
+a paired difference on the same digits, judged against MARGIN (declared before the run).
+A net that predicts one class for every digit at a size failed there: it is reported as
+such, not as an accuracy.
 """
 
 import os
@@ -21,9 +25,11 @@ from configs import dense_to_fcn_digits
 from configs import gap_digits
 from experiments import common
 from fcn_jax import geometry
+from fcn_jax import stats
 
 SIZES = ((28, 28), (28, 16), (56, 56), (84, 84))  # the test digits resized to these
 CANVASES = (56, 84)  # the test digits at their own scale, centred on a larger black canvas
+MARGIN = 0.02  # accuracy; declared before the run
 
 
 def _configs(quick: bool, seed: int):
@@ -34,18 +40,23 @@ def _configs(quick: bool, seed: int):
   for config in (gap, dense):
     config.seed = seed
     if quick:
-      common.quick_training(config, steps=40)
+      common.quick_training(config, steps=200, batch_size=32)
       config.max_eval_images = 20
   return {'gap': gap, 'dense': dense}
 
 
+def _key(size) -> str:
+  return size if isinstance(size, str) else f'{size[0]}x{size[1]}'
+
+
 def run(workdir: str, quick: bool) -> dict:
   seeds = (0,) if quick else (0, 1)
-  rows, params, errors = [], {}, {}
+  record = common.Record(workdir, quick)
+  rows, params, errors, counts = [], {}, {}, {}
   images = labels = None
   for seed in seeds:
     for name, config in _configs(quick, seed).items():
-      model = common.train_run(config, os.path.join(workdir, f'{name}_seed{seed}'))
+      model = record.train(config, f'{name}_seed{seed}')
       if images is None:
         images, labels = common.load_split(config.data, 'test')
         if quick:
@@ -54,7 +65,7 @@ def run(workdir: str, quick: bool) -> dict:
       head = (model.fc1, model.fc2) if name == 'dense' else (model.score,)
       params[name] = {'total': g.params,
                       'head': sum(geometry.count_params(layer) for layer in head)}
-      inputs = {size: common.resized(images, size) if size != (28, 28) else images
+      inputs = {_key(size): common.resized(images, size) if size != (28, 28) else images
                 for size in SIZES}
       for n in CANVASES:
         lo = (n - 28) // 2
@@ -62,74 +73,115 @@ def run(workdir: str, quick: bool) -> dict:
                                                (0, 0)))
       for key, x in inputs.items():
         try:
-          acc = common.accuracy(model, x, labels)
+          predicted = common.predicted_labels(model, x)
         except ValueError as e:  # the dense head refuses other sizes
-          acc = float('nan')
           errors.setdefault(name, str(e).splitlines()[0])
-        rows.append({'model': name, 'seed': seed, 'size': key, 'accuracy': acc})
+          rows.append({'model': name, 'seed': seed, 'size': key, 'accuracy': None,
+                       'collapsed': None})
+          continue
+        counts.setdefault((name, key), []).append(common.correct_counts(predicted, labels))
+        rows.append({'model': name, 'seed': seed, 'size': key,
+                     'accuracy': float((predicted == labels).mean()),
+                     'collapsed': stats.collapsed(predicted, labels, 10)})
 
-  def mean(name, size):
-    values = [r['accuracy'] for r in rows if r['model'] == name and r['size'] == size]
-    return float(np.mean(values))
-
-  def spread(name, size):
-    values = [r['accuracy'] for r in rows if r['model'] == name and r['size'] == size]
-    return float(np.max(values) - np.min(values))
+  columns = [_key(s) for s in SIZES] + [f'canvas{n}' for n in CANVASES]
+  cells = {}
+  for name in ('dense', 'gap'):
+    for key in columns:
+      if (name, key) not in counts:
+        cells[f'{name}/{key}'] = {'ran': False}
+        continue
+      failed = any(r['collapsed'] for r in rows if r['model'] == name and r['size'] == key)
+      cell = {'ran': True, 'collapsed': failed,
+              'accuracy': common.interval_dict(stats.interval(np.stack(counts[name, key]),
+                                                              stats.accuracy))}
+      if name == 'gap' and key != '28x28':
+        base_failed = cells['gap/28x28']['collapsed']
+        diff = stats.difference(np.stack(counts[name, key]), np.stack(counts[name, '28x28']),
+                                stats.accuracy)
+        cell['vs_28'] = common.interval_dict(diff)
+        cell['verdict'] = stats.compare(diff, MARGIN, failed or base_failed)
+      cells[f'{name}/{key}'] = cell
+  config = _configs(quick, 0)['gap']
+  numbers = {'rows': rows, 'params': params, 'errors': errors, 'cells': cells,
+             'columns': columns, 'seeds': list(seeds), 'test_digits': len(images),
+             'margin': MARGIN,
+             'setup': {'features': list(config.model.features), 'steps': config.num_train_steps,
+                       'batch_size': config.batch_size}}
 
   fig, ax = common.figure(figsize=(5, 3.2))
-  labels_x = [f'{h}×{w}' for h, w in SIZES]
   for name, marker in (('gap', 'o-'), ('dense', 's--')):
-    ax.plot(labels_x, [mean(name, s) for s in SIZES], marker, label=f'{name} head')
-  ax.set_ylabel(f'test accuracy (mean of {len(seeds)} seed(s))')
+    shown = [(k, cells[f'{name}/{k}']) for k in columns if cells[f'{name}/{k}']['ran']
+             and not cells[f'{name}/{k}']['collapsed']]
+    ax.errorbar([k for k, _ in shown], [c['accuracy']['estimate'] for _, c in shown],
+                yerr=[[c['accuracy']['estimate'] - c['accuracy']['low'] for _, c in shown],
+                      [c['accuracy']['high'] - c['accuracy']['estimate'] for _, c in shown]],
+                fmt=marker, capsize=3, label=f'{name} head (95% CI; failed runs left out)')
+  ax.set_ylabel('test accuracy')
   ax.set_ylim(0, 1)
-  ax.legend()
+  ax.tick_params(axis='x', labelsize=7)
+  ax.legend(fontsize=7)
   common.save_figure(fig, os.path.join(workdir, 'accuracy_vs_size.png'))
+  record.write(numbers, render)
+  return numbers
 
-  columns = [*SIZES, *(f'canvas{n}' for n in CANVASES)]
-  table_rows = []
-  for name in ('dense', 'gap'):
-    cells = []
-    for size in columns:
-      m = mean(name, size)
-      cells.append('cannot run' if np.isnan(m) else
-                   f'{m:.3f}' + (f' ± {spread(name, size) / 2:.3f}' if len(seeds) > 1 else ''))
-    table_rows.append([f'{name} head', f'{params[name]["total"]:,}',
-                       f'{params[name]["head"]:,}', *cells])
-  gap_drop = mean('gap', (28, 28)) - min(mean('gap', s) for s in SIZES[1:])
-  sections = [
+
+def _label(key: str) -> str:
+  return f'{key[6:]}×{key[6:]} canvas' if key.startswith('canvas') else key.replace('x', '×')
+
+
+def _cell(cell: dict) -> str:
+  if not cell['ran']:
+    return 'cannot run'
+  if cell['collapsed']:
+    return 'failed (one class for every digit)'
+  text = common.ci(cell['accuracy'])
+  if 'vs_28' in cell:
+    text += f'; Δ {common.ci(cell["vs_28"], signed=True)} {cell["verdict"]}'
+  return text
+
+
+def render(numbers: dict) -> tuple[str, list[str]]:
+  """results.md from results.json."""
+  cells, params, setup, margin = (numbers['cells'], numbers['params'], numbers['setup'],
+                                  numbers['margin'])
+  columns = numbers['columns']
+  headers = [f'{k.replace("x", "×")} (resized)' if not k.startswith('canvas') else
+             f'{k[6:]}×{k[6:]} (28×28 on a canvas)' for k in columns]
+  headers[0] = '28×28'
+  table_rows = [[f'{name} head', f'{params[name]["total"]:,}', f'{params[name]["head"]:,}',
+                 *[_cell(cells[f'{name}/{k}']) for k in columns]] for name in ('dense', 'gap')]
+  gap = {k: cells[f'gap/{k}'] for k in columns}
+  failed = [k for k, c in gap.items() if c['collapsed']]
+  judged = {k: c['verdict'] for k, c in gap.items() if 'verdict' in c and not c['collapsed']}
+  if gap['28x28']['collapsed']:
+    summary = 'The GAP net failed to train at 28×28, so no change of size is judged.'
+  else:
+    summary = ('Against its own 28×28 accuracy, the GAP net is ' + '; '.join(
+        f'{_label(k)}: {w}' for k, w in judged.items()) + '.')
+    if failed:
+      summary += (' At ' + ', '.join(map(_label, failed)) + ' it predicts one '
+                  'class for every digit: it runs, but it has failed there.')
+  return 'GAP vs dense head at other input sizes', [
       '**Claim.** A flatten + dense head ties a classifier to its training size and holds most '
       'of its parameters; a 1×1 conv + global-average head is tiny and runs at any size.', '',
-      f'**Setup.** Shared conv half (stride-2 3×3 convs {tuple(_configs(quick, 0)["gap"].model.features)}, '
-      f'same padding, ReLU); trained {_configs(quick, 0)["gap"].num_train_steps} steps on 28×28 '
-      f'`fcn_digits/single` (batch {_configs(quick, 0)["gap"].batch_size}, seeds {seeds}); '
-      f'tested on {len(images)} test digits, resized bilinearly to each size, or centred on a '
-      'larger black canvas at their own scale. Accuracy: mean over '
-      'seeds ± half the range.', '',
-      common.table(['model', 'parameters', 'head parameters',
-                    *[f'{h}×{w}' + (' (resized)' if (h, w) != (28, 28) else '') for h, w in SIZES],
-                    *[f'{n}×{n} (28×28 on a canvas)' for n in CANVASES]], table_rows),
-      f'The dense head at other sizes: `{errors.get("dense", "(ran)")}`', '',
+      f'**Setup.** Shared conv half (stride-2 3×3 convs {tuple(setup["features"])}, same '
+      f'padding, ReLU); trained {setup["steps"]} steps on 28×28 `fcn_digits/single` (batch '
+      f'{setup["batch_size"]}, seeds {", ".join(map(str, numbers["seeds"]))}); tested on '
+      f'{numbers["test_digits"]} test digits, resized bilinearly to each size, or centred on a '
+      'larger black canvas at their own scale. Accuracy pooled over seeds [95 % bootstrap '
+      'interval over digits and seeds]; for the GAP head, Δ = the paired difference to its '
+      f'28×28 accuracy and its verdict against a margin of ±{margin:g} declared before the '
+      'run ("lower" / "higher": the interval excludes 0; "equivalent": it lies inside the '
+      'margin; else "inconclusive").', '',
+      common.table(['model', 'parameters', 'head parameters', *headers], table_rows),
+      f'The dense head at other sizes: `{numbers["errors"].get("dense", "(ran)")}`', '',
       '![accuracy vs size](accuracy_vs_size.png)', '',
       '## Verdict', '',
       f'The dense head holds {params["dense"]["head"] / params["dense"]["total"]:.0%} of its '
       f'net\'s parameters ({params["dense"]["head"]:,} vs {params["gap"]["head"]:,} for the '
-      '1×1 + GAP head) and cannot run at any other size. The GAP net runs everywhere, and its '
-      f'accuracy at the training size is {mean("gap", (28, 28)):.3f} vs {mean("dense", (28, 28)):.3f} '
-      f'for the dense net; at other sizes it drops by up to {gap_drop:.3f} '
-      + ('— it runs, but a digit at a scale it never saw is a different input: running at any '
-         'size is not the same as being scale-invariant.' if gap_drop > 0.05 else
-         '— its accuracy holds across these sizes.')
-      + f' With the digit at its own scale on a larger canvas it scores '
-      + ', '.join(f'{mean("gap", f"canvas{n}"):.3f} at {n}×{n}' for n in CANVASES)
-      + ': the global average then mixes the digit\'s features with background, so size alone '
-      + ('costs little.' if mean('gap', 'canvas56') > mean('gap', (28, 28)) - 0.05 else
-         'also costs accuracy, though less than the change of scale.'
-         if mean('gap', 'canvas56') > min(mean('gap', s) for s in SIZES[1:]) else
-         'costs as much as the change of scale.'),
-  ]
-  numbers = {'rows': rows, 'params': params, 'errors': errors}
-  common.write_results(workdir, 'GAP vs dense head at other input sizes', sections, numbers)
-  return numbers
+      '1×1 + GAP head) and cannot run at any other size. The GAP net runs at every size. '
+      + summary + ' Running at any size is not the same as being scale-invariant.']
 
 
 if __name__ == '__main__':

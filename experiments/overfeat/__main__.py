@@ -47,9 +47,10 @@ def sliding_windows(classifier, image: np.ndarray, size, stride) -> np.ndarray:
 def run(workdir: str, quick: bool) -> dict:
   config = dense_to_fcn_digits.get_config()
   if quick:
-    common.quick_training(config, steps=30)
+    common.quick_training(config, steps=150, batch_size=32)
     config.max_eval_images = 50
-  classifier = common.train_run(config, os.path.join(workdir, 'dense_classifier'))
+  record = common.Record(workdir, quick)
+  classifier = record.train(config, 'dense_classifier')
   fcn = surgery.convolutionalize(classifier)
   size = tuple(config.model.input_size)
   stride = int(geometry.of(fcn).stride[0])
@@ -84,19 +85,30 @@ def run(workdir: str, quick: bool) -> dict:
   common.save_figure(fig, os.path.join(workdir, 'speedup.png'))
 
   g = geometry.of(classifier)
-  worst = max(r['max_abs_diff'] for r in rows)
-  biggest = rows[-1]
-  sections = [
+  numbers = {'rows': rows, 'max_abs_diff': max(r['max_abs_diff'] for r in rows),
+             'setup': {'features': list(config.model.features), 'hidden': config.model.hidden,
+                       'params': g.params, 'steps': config.num_train_steps,
+                       'seed': config.seed, 'stride': stride, 'window': list(size),
+                       'window_batch': WINDOW_BATCH}}
+  record.write(numbers, render)
+  return numbers
+
+
+def render(numbers: dict) -> tuple[str, list[str]]:
+  """results.md from results.json."""
+  rows, setup = numbers['rows'], numbers['setup']
+  biggest, size, stride = rows[-1], setup['window'], setup['stride']
+  return 'OverFeat: dense evaluation vs sliding windows', [
       '**Claim.** A convolutionalized classifier evaluates all windows at its stride in one pass, '
       'giving the same logits as the classifier window by window, faster by up to the ratio of '
       'their FLOPs.', '',
-      f'**Setup.** `configs/dense_to_fcn_digits.py`: conv half ({config.model.features}, 3×3, '
-      f'stride 2, VALID) + dense {config.model.hidden} + dense 10, {g.params:,} parameters, '
-      f'trained {config.num_train_steps} steps on 28×28 digits (seed {config.seed}); '
-      f'convolutionalized: fc1 → a VALID conv the size of the final feature map, fc2 → 1×1 '
-      f'conv; stride {stride}. Windows: every {size[0]}×{size[1]} crop at '
-      f'stride {stride}, cut in NumPy and batched (up to {WINDOW_BATCH}) per jitted call. Times: median of repeated runs '
-      'after a warm-up (compilation excluded). FLOPs: XLA cost analysis.', '',
+      f'**Setup.** `configs/dense_to_fcn_digits.py`: conv half ({tuple(setup["features"])}, '
+      f'3×3, stride 2, VALID) + dense {setup["hidden"]} + dense 10, {setup["params"]:,} '
+      f'parameters, trained {setup["steps"]} steps on 28×28 digits (seed {setup["seed"]}); '
+      'convolutionalized: fc1 → a VALID conv the size of the final feature map, fc2 → 1×1 '
+      f'conv; stride {stride}. Windows: every {size[0]}×{size[1]} crop at stride {stride}, '
+      f'cut in NumPy and batched (up to {setup["window_batch"]}) per jitted call. Times: median '
+      'of repeated runs after a warm-up (compilation excluded). FLOPs: XLA cost analysis.', '',
       common.table(['image', 'dense output', 'windows', 'max abs diff', 'dense s',
                     'windows s', 'speed-up', 'FLOP ratio'],
                    [[f'{r["size"]}²', '×'.join(map(str, r['dense_output'])), r['windows'],
@@ -104,18 +116,15 @@ def run(workdir: str, quick: bool) -> dict:
                      r['flop_ratio']] for r in rows]),
       '![speed-up](speedup.png)', '',
       '## Verdict', '',
-      f'Equal: max abs difference {worst:.1e} over all sizes (float32). At {biggest["size"]}² '
-      f'the dense pass is {biggest["speedup"]:.1f}× faster than {biggest["windows"]} explicit '
-      f'windows; the FLOP ratio is {biggest["flop_ratio"]:.1f}×. ' + (
-          'The measured speed-up exceeds the FLOP ratio: the explicit path also pays for '
-          'cutting the windows in NumPy and for running many small convolutions, which use the '
-          'CPU less well than one large one.' if biggest['speedup'] > biggest['flop_ratio'] else
-          f'The measured speed-up reaches {biggest["speedup"] / biggest["flop_ratio"]:.0%} of '
-          'the FLOP ratio.'),
-  ]
-  numbers = {'rows': rows, 'max_abs_diff': worst}
-  common.write_results(workdir, 'OverFeat: dense evaluation vs sliding windows', sections, numbers)
-  return numbers
+      f'Equal: max abs difference {numbers["max_abs_diff"]:.1e} over all sizes (float32). At '
+      f'{biggest["size"]}² the dense pass is {biggest["speedup"]:.1f}× faster than '
+      f'{biggest["windows"]} explicit windows; the FLOP ratio is {biggest["flop_ratio"]:.1f}×. '
+      + ('The measured speed-up exceeds the FLOP ratio, so the window side\'s time is not only '
+         'its convolutions (it also cuts windows in NumPy and dispatches one call per batch): '
+         'this timing does not measure the convolutions alone.'
+         if biggest['speedup'] > biggest['flop_ratio'] else
+         f'The measured speed-up reaches {biggest["speedup"] / biggest["flop_ratio"]:.0%} of '
+         'the FLOP ratio.')]
 
 
 if __name__ == '__main__':

@@ -23,6 +23,7 @@ import numpy as np
 from configs import default
 from experiments import common
 from fcn_jax import geometry
+from fcn_jax import stats
 from fcn_jax import inference
 from fcn_jax.data import synthetic
 from fcn_jax.data import targets
@@ -41,7 +42,7 @@ def _config(mode: str, quick: bool):
   config.num_train_steps = 1000
   if quick:
     config.data.name = 'fcn_shapes/tiny'
-    common.quick_training(config, steps=30)
+    common.quick_training(config, steps=300)
   return config
 
 
@@ -67,8 +68,7 @@ def measure(model, size, count: int, seed: int = 4321) -> dict:
   cy, cx = _cell_centres(g, size, 0), _cell_centres(g, size, 1)
   border = np.minimum.outer(np.minimum(cy, size[0] - 1 - cy), np.minimum(cx, size[1] - 1 - cx))
   border = np.minimum(np.maximum(border, 0) // jump, DISTANCES - 1).astype(int)
-  dev, err_pad, err_ctx, dist = [], [], [], []
-  tp = fp = fn = 0
+  dev, err_pad, err_ctx, dist, counts, border_gap = [], [], [], [], [], []
   for i in range(count):
     scene_size = (size[0] + 2 * MARGIN, size[1] + 2 * MARGIN)
     example = synthetic.shapes_example(np.random.default_rng((seed, *size, i)), *scene_size)
@@ -84,8 +84,10 @@ def measure(model, size, count: int, seed: int = 4321) -> dict:
     err_pad.append(np.abs(p_alone - target).ravel())
     err_ctx.append(np.abs(p_context - target).ravel())
     dist.append(border.ravel())
-    pred, truth = alone > 0, target > 0.5
-    tp, fp, fn = tp + (pred & truth).sum(), fp + (pred & ~truth).sum(), fn + (~pred & truth).sum()
+    counts.append(stats.binary_counts((alone > 0)[None], (target > 0.5)[None])[0])
+    at_border = border == 0
+    border_gap.append([float((np.abs(p_alone - target) - np.abs(p_context - target))[
+        at_border].sum()), int(at_border.sum())])
   dev, err_pad, err_ctx, dist = map(np.concatenate, (dev, err_pad, err_ctx, dist))
 
   def by_distance(values):
@@ -94,23 +96,37 @@ def measure(model, size, count: int, seed: int = 4321) -> dict:
 
   return {'size': size, 'images': count, 'deviation': by_distance(dev),
           'error_padded': by_distance(err_pad), 'error_context': by_distance(err_ctx),
-          'f1': float(2 * tp / max(2 * tp + fp + fn, 1))}
+          'f1': common.interval_dict(stats.interval(np.stack(counts))),
+          # per image: sum over border cells of |padded - target| - |context - target|, cells
+          'border_gap_sums': border_gap}
+
+
+def _mean_ratio(sums: np.ndarray) -> np.ndarray:
+  return sums[..., 0] / np.maximum(sums[..., 1], 1)
 
 
 def run(workdir: str, quick: bool) -> dict:
   sizes = ((64, 64), (128, 128)) if quick else ((64, 64), (128, 128), (256, 256), (512, 512))
-  results = {}
+  record = common.Record(workdir, quick)
+  results, gaps = {}, {}
   for mode in MODES:
     config = _config(mode, quick)
-    model = common.train_run(config, os.path.join(workdir, mode))
+    model = record.train(config, mode)
     rf = int(geometry.of(model).receptive_field[0])
     results[mode] = [measure(model, size, 2 if quick else max(4, 48 * 64 ** 2 // (
         size[0] * size[1]) * 4 // 4)) for size in sizes]
+    # Border error with padding minus with real context, per border cell, all sizes pooled
+    # (images resampled): below 0 = the net is better with its padding than with real context.
+    if mode != 'valid':
+      gaps[mode] = common.interval_dict(stats.interval(
+          np.concatenate([r.pop('border_gap_sums') for r in results[mode]]), _mean_ratio))
+    else:
+      for r in results[mode]:
+        r.pop('border_gap_sums')
 
   def mean(mode, key, d):
     return float(np.nanmean([r[key][d] for r in results[mode]]))
 
-  labels = ['0 (border)', '1', '2', '≥3']
   fig, axes = common.figure(1, 2, figsize=(10, 3.4))
   for mode in MODES:
     axes[0].plot(range(DISTANCES), [mean(mode, 'deviation', d) for d in range(DISTANCES)], 'o-',
@@ -119,42 +135,74 @@ def run(workdir: str, quick: bool) -> dict:
                  'o-', label=mode)
   axes[0].set_title('|padded − real context| probability (mean over sizes)', fontsize=10)
   axes[0].set_xlabel('cell distance to the image border (cells)')
-  axes[0].set_xticks(range(DISTANCES), labels)
+  axes[0].set_xticks(range(DISTANCES), LABELS)
   axes[1].set_title('the same at the border cells, by image size', fontsize=10)
   axes[1].set_xlabel('image side (px)')
   axes[1].set_xscale('log', base=2)
   for ax in axes:
     ax.legend(fontsize=8)
   common.save_figure(fig, os.path.join(workdir, 'padding.png'))
+  config = record.configs['zeros']
+  numbers = {'results': results, 'border_gap': gaps, 'receptive_field': rf,
+             'setup': {'steps': config.num_train_steps, 'seed': config.seed,
+                       'data': config.data.name, 'margin_px': MARGIN}}
+  record.write(numbers, render)
+  return numbers
+
+
+LABELS = ['0 (border)', '1', '2', '≥3']
+
+
+def render(numbers: dict) -> tuple[str, list[str]]:
+  """results.md from results.json."""
+  results, gaps, rf, setup = (numbers['results'], numbers['border_gap'],
+                              numbers['receptive_field'], numbers['setup'])
+  sizes = [tuple(r['size']) for r in results['zeros']]
+
+  def mean(mode, key, d):
+    return float(np.nanmean([r[key][d] for r in results[mode]]))
 
   dev_rows = [[m, f'{r["size"][0]}×{r["size"][1]}', *r['deviation']]
               for m in MODES for r in results[m]]
   err_rows = [[m, mean(m, 'error_padded', 0), mean(m, 'error_context', 0),
+               common.ci(gaps[m], signed=True, digits=4) if m in gaps else '—',
                mean(m, 'error_padded', 3), mean(m, 'error_context', 3)] for m in MODES]
-  f1_rows = [[m] + [r['f1'] for r in results[m]] for m in MODES]
+  f1_rows = [[m] + [common.ci(r['f1']) for r in results[m]] for m in MODES]
   same = [m for m in MODES if m != 'valid']
-  used_to_it = [m for m in same if mean(m, 'error_padded', 0) < mean(m, 'error_context', 0)]
-  best = max(MODES, key=lambda m: np.mean([r['f1'] for r in results[m]]))
-  config = _config('zeros', quick)
-  sections = [
+  used_to_it = [m for m in same if gaps[m]['high'] < 0]
+  hurt_by_it = [m for m in same if gaps[m]['low'] > 0]
+  unclear = [m for m in same if m not in used_to_it + hurt_by_it]
+  border = []
+  if used_to_it:
+    border.append(f'{", ".join(used_to_it)}: more accurate at the border with padding than '
+                  'with real context (the interval excludes 0): the net got used to its padding')
+  if hurt_by_it:
+    border.append(f'{", ".join(hurt_by_it)}: more accurate at the border with real context '
+                  '(the interval excludes 0): it did not get so used to the padding that real '
+                  'neighbours hurt')
+  if unclear:
+    border.append(f'{", ".join(unclear)}: inconclusive (the interval contains 0)')
+  return 'Padding: what a patch-trained net learns at borders', [
       '**Question.** A net trained on 64×64 patches with same padding always saw padding at the '
       'patch border. How far do its outputs computed from padding (an image run alone) deviate '
       'from outputs with real context, by distance to the border and by image size? And did it '
       '"get used to" the zeros — is it *better* at border cells with padding than with the real '
       'neighbours it never saw there?', '',
-      f'**Setup.** `configs/default.py` patch_net trained {config.num_train_steps} steps per '
-      f'padding (seed {config.seed}) on 64×64 patches of `{config.data.name}`. Test: new '
-      f'synthetic scenes; each image of size S (S = {", ".join(str(h) for h, _ in sizes)}; '
+      f'**Setup.** `configs/default.py` patch_net trained {setup["steps"]} steps per padding '
+      f'(seed {setup["seed"]}) on 64×64 patches of `{setup["data"]}`. Test: new synthetic '
+      f'scenes; each image of size S (S = {", ".join(str(h) for h, _ in sizes)}; '
       f'{", ".join(str(r["images"]) for r in results["zeros"])} images) is the centre of a scene '
-      f'with {MARGIN} px more real image on every side. "Padded" = the image run alone; '
-      '"context" = the same cells of the whole scene. Distances in output cells (8 px) from the '
-      'cell centre to the image border; probabilities are sigmoids of the heat map.', '',
+      f'with {setup["margin_px"]} px more real image on every side. "Padded" = the image run '
+      'alone; "context" = the same cells of the whole scene. Distances in output cells (8 px) '
+      'from the cell centre to the image border; probabilities are sigmoids of the heat map. '
+      'Intervals: 95 % bootstrap over images.', '',
       '## Mean |padded − context| probability by distance to the border', '',
-      common.table(['padding', 'image', *labels], dev_rows),
+      common.table(['padding', 'image', *LABELS], dev_rows),
       '## Error against the target: padded vs real context (mean over sizes)', '',
       common.table(['padding', 'border cells, padded', 'border cells, context',
-                    'interior (≥3), padded', 'interior (≥3), context'], err_rows),
-      '## Cell F1 of the image run alone, per size', '',
+                    'padded − context, border [95% CI]', 'interior (≥3), padded',
+                    'interior (≥3), context'], err_rows),
+      '## Cell F1 of the image run alone, per size [95% CI]', '',
       common.table(['padding', *[f'{h}×{w}' for h, w in sizes]], f1_rows),
       '![padding](padding.png)', '',
       '## Verdict', '',
@@ -162,22 +210,9 @@ def run(workdir: str, quick: bool) -> dict:
       'border cells ' + ', '.join(f'{m} {mean(m, "deviation", 0):.3f}' for m in same) +
       ' vs ' + ', '.join(f'{mean(m, "deviation", 3):.4f}' for m in same) + ' three or more cells '
       f'in (the receptive field is {rf} px: it reaches {(rf - 1) / 2 / 8:.2f} cells either side). '
-      'From the smallest to the largest image the border deviation changes by '
-      + ', '.join(f'{m} {results[m][-1]["deviation"][0] / max(results[m][0]["deviation"][0], 1e-12):.2f}×'
-                  for m in same)
-      + ': it is a per-cell effect, so its share of the output falls as 1/S. '
       'Valid padding never pads: its outputs agree exactly and cover only the '
-      f'interior ({results["valid"][0]["deviation"][1]:.1e} deviation). '
-      + (f'At the border, {", ".join(used_to_it)} {"is" if len(used_to_it) == 1 else "are"} '
-         'more accurate with padding than with real context: the net did get used to its padding.'
-         if used_to_it else
-         'At the border every same-padded net is more accurate with real context than with its '
-         'padding: it did not get used to the padding so much that real neighbours hurt.')
-      + f' Best F1 overall: **{best}**.',
-  ]
-  common.write_results(workdir, 'Padding: what a patch-trained net learns at borders', sections,
-                       {'results': results})
-  return results
+      f'interior ({results["valid"][0]["deviation"][1]:.1e} deviation). At the border, '
+      + '; '.join(border) + '.']
 
 
 if __name__ == '__main__':
