@@ -82,7 +82,10 @@ def read_image(path: str) -> np.ndarray:
 
 
 def overlay(image: np.ndarray, logits: np.ndarray) -> np.ndarray:
-  """uint8 RGB: the image with the heat map (1 output) or class colours blended over it."""
+  """uint8 RGB: the image (uint8, or floats in [0, 1]) with the heat map (1 output) or class
+  colours blended over it."""
+  if image.dtype == np.uint8:
+    image = image.astype(np.float32) / 255.0
   h, w = image.shape[:2]
   rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
   if logits.shape[-1] == 1:

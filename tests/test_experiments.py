@@ -9,6 +9,7 @@ import pathlib
 import subprocess
 import sys
 
+import matplotlib.pyplot as plt
 import pytest
 
 from experiments import common
@@ -72,6 +73,8 @@ def test_scaling(tmp_path):
   assert all(r['all']['estimate'] > r['chance_f1'] for r in rows)  # above chance
   assert rows[-1]['delta']['estimate'] == 0 and not numbers['failed_seeds']
   assert rows[0]['border_share'] > rows[-1]['border_share']
+  overlays = plt.imread(tmp_path / 'overlays.png')[..., :3]
+  assert overlays.std() > 0.05 and (overlays < 0.9).mean() > 0.2  # scenes drawn, not blank
 
 
 def test_learning_curve(tmp_path):

@@ -219,7 +219,7 @@ def _plots(workdir, model, g, scene, sizes, rows) -> None:
   fig, axes = common.figure(1, len(sizes), figsize=(3.2 * len(sizes), 3.4), squeeze=False)
   for ax, s in zip(axes[0], sizes):
     logits = scene_predictions(model, image, s)
-    ax.imshow(predict.overlay(scene['image'], logits[..., None]))
+    ax.imshow(predict.overlay(image, logits[..., None]))  # overlay takes pixels in [0, 1]
     ax.set_title(f'run as {s}×{s} crops', fontsize=9)
     ax.axis('off')
   common.save_figure(fig, os.path.join(workdir, 'overlays.png'))
