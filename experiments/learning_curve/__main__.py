@@ -100,14 +100,26 @@ def render(numbers: dict) -> tuple[str, list[str]]:
   longest = rows[-1]['steps']
   plateau = next((r['steps'] for r in rows if r['verdict'] == 'equivalent'), None)
   default_row = next((r for r in rows if r['steps'] == numbers['default_steps']), None)
-  if plateau is None or plateau == longest:
+  last = rows[-2] if len(rows) > 1 else None
+  if (plateau is None or plateau == longest) and last and last['verdict'] == 'lower':
+    verdict = (f'F1 still rises between {last["steps"]} and {longest} steps (ΔF1 '
+               f'{last["delta"]:+.3f} [{last["delta_low"]:+.3f}, {last["delta_high"]:+.3f}], the '
+               f'interval excludes 0): the curve has not flattened by {longest} steps, and how '
+               'far beyond it the plateau lies is not measured here.')
+  elif plateau is None or plateau == longest:
     verdict = (f'No horizon shorter than {longest} steps is within ±{margin:g} of it: the curve '
-               f'has not flattened by {longest} steps (or the intervals are too wide to say).')
+               f'has not been shown to flatten by {longest} steps (the intervals are too wide '
+               'to say).')
   else:
     verdict = (f'From {plateau} steps on, validation F1 is within ±{margin:g} of the '
                f'{longest}-step runs (the whole interval of the paired difference lies inside '
                'the margin): the plateau, as declared.')
-  if default_row is None:
+  if default_row is not None and default_row['steps'] == longest:
+    default_text = (
+        f'The default config trains {longest} steps, the longest horizon (about '
+        f'{default_row["train_seconds"] / 60:.1f} min of training here): validation F1 '
+        f'{default_row["f1"]:.3f} [{default_row["low"]:.3f}, {default_row["high"]:.3f}].')
+  elif default_row is None:
     default_text = (f'The default config trains {numbers["default_steps"]} steps, which is not '
                     'one of the horizons measured.')
   else:
@@ -123,7 +135,8 @@ def render(numbers: dict) -> tuple[str, list[str]]:
        f'within ±{margin:g}?', 'final train loss', 'train min'],
       [[r['steps'], f'{r["f1"]:.3f} [{r["low"]:.3f}, {r["high"]:.3f}]',
         ' / '.join(f'{v:.3f}' for v in r['seed_f1']),
-        f'{r["delta"]:+.3f} [{r["delta_low"]:+.3f}, {r["delta_high"]:+.3f}]', r['verdict'],
+        f'{r["delta"]:+.3f} [{r["delta_low"]:+.3f}, {r["delta_high"]:+.3f}]'
+        if r['steps'] != longest else '—', r['verdict'] if r['steps'] != longest else 'reference',
         r['train_loss'], f'{r["train_seconds"] / 60:.1f}'] for r in rows])
   return 'Learning curve of the main job', [
       '**Question.** How many steps does `configs/default.py` need to reach its plateau?', '',
