@@ -246,6 +246,9 @@ def render(numbers: dict) -> tuple[str, list[str]]:
   else:
     parts = [f'{r["size"]}²: {r["verdict"]} (ΔF1 {common.ci(r["delta"], True)})' for r in smaller
              if r['verdict'] != 'equivalent']
+    same = [f'{r["size"]}²' for r in smaller if r['verdict'] == 'equivalent']
+    if same:
+      parts.append('equivalent at ' + ', '.join(same))
     verdict = (f'Not equivalent within ±{margin:g} at every size — ' + '; '.join(parts) +
                '. "lower" / "higher": F1 there is measurably below / above the whole '
                'scene\'s (the interval excludes 0); "inconclusive": the interval contains 0 '
@@ -260,7 +263,12 @@ def render(numbers: dict) -> tuple[str, list[str]]:
         f'{r["size"]}²: {r["border_verdict"]} (ΔF1 {common.ci(r["border_delta"], True)})'
         for r in rows[:-1]) + '.')
   interior_words = [r['interior_verdict'] for r in rows[:-1]]
-  if all(w == 'equivalent' for w in interior_words):
+  if all(r['interior_delta'][k] == 0 for r in rows[:-1] for k in ('estimate', 'low', 'high')):
+    border += (' Interior cells (whose field lies inside the crop) are predicted exactly as in '
+               'the whole scene (ΔF1 = 0 at every size, as it must be: an output of a fully '
+               'convolutional net depends only on its field), so the whole size effect is the '
+               'border cells\' and grows with their share.')
+  elif all(w == 'equivalent' for w in interior_words):
     border += (' Interior cells (whose field lies inside the crop) score as the same cells do '
                f'in the whole scene at every size (every paired ΔF1 within ±{margin:g}): what '
                'changes with the size is the share of border cells.')
