@@ -1,11 +1,11 @@
-"""Best trial 3 of sweep lr_padding: mean:f1 = 0.4684.
+"""Best trial 0 of sweep lr_padding: mean:f1 = 0.5341.
 
-  python -m fcn_jax.train --config=/tmp/sweep_lr_padding/best_config.py --workdir=/tmp/best
+  python -m fcn_jax.train --config=/tmp/exp/sweep_lr_padding/best_config.py --workdir=/tmp/best
 """
 
 import importlib
 
-VALUES = {'num_train_steps': 400, 'checkpoint_every': 400, 'optimizer.warmup_steps': 40, 'model.padding_mode': 'reflect', 'optimizer.learning_rate': 0.001}
+VALUES = {'num_train_steps': 400, 'checkpoint_every': 400, 'optimizer.warmup_steps': 40, 'model.padding_mode': 'zeros', 'optimizer.learning_rate': 0.001}
 
 
 def get_config(arg=None):
