@@ -133,7 +133,7 @@ def segmentation_metrics(confusion: np.ndarray) -> dict[str, float]:
   frequency = truth[present] / max(truth.sum(), 1)
   return {'pixel_accuracy': float(hits.sum() / max(confusion.sum(), 1)),
           'mean_accuracy': float((hits[present] / truth[present]).mean()),
-          'mean_iou': float(iou.mean()),
+          'mean_iou': float(stats.mean_iou(confusion.reshape(-1))),  # the bootstrapped form
           'fw_iou': float((frequency * iou).sum())}
 
 
