@@ -15,11 +15,10 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
+from fcn_jax import errors
+
 logger = logging.getLogger(__name__)
 
-
-class NoReadableCheckpointError(ValueError):
-  """Every checkpoint of a directory failed to load."""
 
 
 def restore(manager: ocp.CheckpointManager, abstract: Any, step: int | None = None,
@@ -59,6 +58,6 @@ def restore(manager: ocp.CheckpointManager, abstract: Any, step: int | None = No
         logger.warning('moved the unreadable checkpoint step %d to %s', bad, target)
       manager.reload()
     return candidate, state
-  raise NoReadableCheckpointError(
+  raise errors.NoReadableCheckpointError(
       f'no readable checkpoint in {manager.directory} ({"; ".join(problems)}). Nothing was '
       'deleted: move the damaged steps away to start from an older one, or use a new --workdir')

@@ -12,6 +12,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from fcn_jax import errors
+
 
 def batch_mesh(batch_size: int) -> Mesh:
   """A 'data' mesh over the most local devices that split `batch_size` evenly.
@@ -21,8 +23,9 @@ def batch_mesh(batch_size: int) -> Mesh:
   devices = jax.devices()
   if jax.process_count() > 1:
     if batch_size % len(devices):
-      raise ValueError(f'batch_size {batch_size} must be a multiple of the number of devices '
-                       f'({len(devices)})')
+      raise errors.ConfigError(
+          f'batch_size {batch_size} must be a multiple of the number of devices '
+          f'({len(devices)})')
     return Mesh(np.asarray(devices), ('data',))
   count = max(k for k in range(1, len(devices) + 1) if batch_size % k == 0)
   return Mesh(np.asarray(devices[:count]), ('data',))

@@ -30,6 +30,7 @@ from flax import nnx
 
 from fcn_jax import files
 from fcn_jax import geometry
+from fcn_jax import models
 from fcn_jax import stats
 from fcn_jax.data import catalog
 from fcn_jax.data import pipeline
@@ -138,8 +139,11 @@ def segmentation_metrics(confusion: np.ndarray) -> dict[str, float]:
 
 
 def evaluate(model: nnx.Module, data, *, split: str, max_images: int = 0) -> list[SizeResult]:
-  """Metrics per input size on whole images of `split` (see the module docstring)."""
-  model.eval()
+  """Metrics per input size on whole images of `split` (see the module docstring).
+
+  `model` is run in inference mode and left in the mode it was in.
+  """
+  model = models.inference_view(model)
   g = geometry.of(model)
   k = catalog.num_classes(data.name)
   groups: dict[tuple[int, int], Accumulator] = {}
@@ -156,7 +160,6 @@ def evaluate(model: nnx.Module, data, *, split: str, max_images: int = 0) -> lis
     if size not in examples or (positive and not examples[size]['positive']):
       examples[size] = {'image': ex['image'][0], 'target': target, 'logits': logits,
                         'positive': positive}
-  model.train()
   results = []
   for size in sorted(groups, key=lambda s: (s[0] * s[1], s)):
     acc = groups[size]

@@ -35,12 +35,11 @@ import math
 from fractions import Fraction
 from typing import Any, Callable, Iterator, Sequence
 
+from fcn_jax import errors
+
 Pair = tuple[int, int]
 Number = int | Fraction
 
-
-class GeometryError(ValueError):
-  """An input size the network cannot take (too small or misaligned)."""
 
 
 def _frac(x: Number) -> Fraction:
@@ -131,7 +130,7 @@ class Pointwise(Node):
 
   def axis(self, n, a):
     if n < 1:
-      raise GeometryError(f'{self.name}: input size {n} is empty')
+      raise errors.GeometryError(f'{self.name}: input size {n} is empty')
     return n, IDENTITY
 
   def channels(self, c):
@@ -170,18 +169,18 @@ class Window(Node):
     lo, hi = self.padding[a]
     k_eff = d * (k - 1) + 1
     if n + lo + hi < k_eff or n < 1:
-      raise GeometryError(
+      raise errors.GeometryError(
           f'{self.name}: input size {n} + padding {lo}+{hi} is smaller than the '
           f'{"dilated " if d > 1 else ""}window {k_eff}')
     if self.pad_limit == 'reflect' and max(lo, hi) >= n:
-      raise GeometryError(f'{self.name}: reflect padding {max(lo, hi)} needs input > '
+      raise errors.GeometryError(f'{self.name}: reflect padding {max(lo, hi)} needs input > '
                           f'{max(lo, hi)}, got {n}')
     if self.pad_limit == 'circular' and max(lo, hi) > n:
-      raise GeometryError(f'{self.name}: circular padding {max(lo, hi)} needs input >= '
+      raise errors.GeometryError(f'{self.name}: circular padding {max(lo, hi)} needs input >= '
                           f'{max(lo, hi)}, got {n}')
     out, left_over = divmod(n + lo + hi - k_eff, s)
     if self.exact and left_over:
-      raise GeometryError(f'{self.name}: input size {n} leaves {left_over} position(s) unused '
+      raise errors.GeometryError(f'{self.name}: input size {n} leaves {left_over} position(s) unused '
                           f'by stride {s} (this layer requires an exact fit)')
     if self.ceil and left_over:
       # PyTorch/Caffe ceil mode: one more window, unless it would start in the bottom padding.
@@ -220,7 +219,7 @@ class Transpose(Node):
     k_eff = d * (k - 1) + 1
     out = (n - 1) * s - lo - hi + k_eff + self.extra[a]
     if n < 1 or out < 1:
-      raise GeometryError(f'{self.name}: input size {n} gives output size {out} '
+      raise errors.GeometryError(f'{self.name}: input size {n} gives output size {out} '
                           f'after cropping {lo}+{hi}')
     s_ = _frac(s)
     return out, Field(size=(k_eff - 1) / s_ + 1, jump=1 / s_, start=(lo - (k_eff - 1)) / s_)
@@ -248,7 +247,7 @@ class Resize(Node):
 
   def axis(self, n, a):
     if n < 1:
-      raise GeometryError(f'{self.name}: input size {n} is empty')
+      raise errors.GeometryError(f'{self.name}: input size {n} is empty')
     out = n * self.factor[a] if self.factor is not None else self.size[a]
     q = Fraction(n, out)  # input pixels per output pixel
     den = q.denominator
@@ -270,7 +269,7 @@ class Global(Node):
 
   def axis(self, n, a):
     if n < 1:
-      raise GeometryError(f'{self.name}: input size {n} is empty')
+      raise errors.GeometryError(f'{self.name}: input size {n} is empty')
     return 1, Field(size=_frac(n), jump=_frac(n), start=Fraction(0))
 
 
@@ -284,7 +283,7 @@ class Dense(Node):
 
   def axis(self, n, a):
     if n != self.size[a]:
-      raise GeometryError(f'{self.name}: a flatten+dense layer built for {self.size[a]} '
+      raise errors.GeometryError(f'{self.name}: a flatten+dense layer built for {self.size[a]} '
                           f'positions cannot take {n} (convolutionalize it to run at any size)')
     return 1, Field(size=_frac(n), jump=_frac(n), start=Fraction(0))
 
@@ -305,7 +304,7 @@ class Crop(Node):
   def axis(self, n, a):
     lo, hi = self.crop[a]
     if n - lo - hi < 1:
-      raise GeometryError(f'{self.name}: cannot crop {lo}+{hi} from size {n}')
+      raise errors.GeometryError(f'{self.name}: cannot crop {lo}+{hi} from size {n}')
     return n - lo - hi, Field(start=_frac(lo))
 
 
@@ -374,11 +373,11 @@ class Merge(Node):
     offsets = []
     for b, (size, field) in enumerate(zip(sizes, fields)):
       if field.jump != ref.jump:
-        raise GeometryError(f'{self.name}: branch {b} has stride {field.jump}, the reference '
+        raise errors.GeometryError(f'{self.name}: branch {b} has stride {field.jump}, the reference '
                             f'branch {ref.jump}; they cannot be merged')
       offset = (ref.centre - field.centre) / ref.jump
       if offset.denominator != 1 or offset < 0 or offset + ref_size > size:
-        raise GeometryError(
+        raise errors.GeometryError(
             f'{self.name}: input size {n} misaligns the branches (branch {b} has size {size} '
             f'and would need a crop offset of {offset} for a reference of size {ref_size})')
       offsets.append(int(offset))
@@ -411,9 +410,9 @@ class Merge(Node):
       try:
         self.offsets(n, a)
         return n
-      except GeometryError:
+      except errors.GeometryError:
         pass
-    raise GeometryError(f'{self.name}: no input size up to {limit} aligns the branches')
+    raise errors.GeometryError(f'{self.name}: no input size up to {limit} aligns the branches')
 
   def axis(self, n, a):
     ref_size, offsets, fields = self.offsets(n, a)
@@ -442,7 +441,7 @@ class Merge(Node):
       return None
     if self.combine == 'add':
       if len(set(cs)) != 1:
-        raise GeometryError(f'{self.name}: cannot add branches with channels {cs}')
+        raise errors.GeometryError(f'{self.name}: cannot add branches with channels {cs}')
       return cs[0]
     return sum(cs)
 
@@ -482,7 +481,7 @@ class Geometry:
     try:
       self._axis(n, a)
       return True
-    except GeometryError:
+    except errors.GeometryError:
       return False
 
   def output_size(self, size: Sequence[int]) -> Pair:
@@ -578,14 +577,15 @@ class Geometry:
       n = int(size[a])
       try:
         self._axis(n, a)
-      except GeometryError as e:
+      except errors.GeometryError as e:
         near = self.nearest_valid_sizes(n, a)
         problems.append(
             f'{axis_name} {n} is not accepted ({e}); minimum {axis_name} is '
             f'{self._first_valid(1, 1, a)}, nearest valid: {near}')
     if problems:
-      raise ValueError(f'{self.name} cannot take an input of size {tuple(int(s) for s in size)}: '
-                       + '; '.join(problems))
+      raise errors.GeometryError(
+          f'{self.name} cannot take an input of size {tuple(int(s) for s in size)}: '
+          + '; '.join(problems))
 
   # -- per-layer table ---------------------------------------------------
   def rows(self, shape: Sequence[int]) -> list[Row]:
@@ -653,8 +653,9 @@ def count_params(module: Any) -> int:
 def check(model: Any, shape: Sequence[int]) -> None:
   """Raises `ValueError` unless an NHWC `shape` is a valid input of `model`."""
   if len(shape) != 4:
-    raise ValueError(f'{type(model).__name__} expects NHWC input (4 dimensions), got shape '
-                     f'{tuple(shape)}')
+    raise errors.GeometryError(
+        f'{type(model).__name__} expects NHWC input (4 dimensions), got shape '
+        f'{tuple(shape)}')
   if not all(isinstance(d, int) for d in shape[1:3]):
     return  # symbolic sizes (jax.export): checked by the exported function's shape constraints
   of(model).check(shape[1:3])

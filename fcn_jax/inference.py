@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from fcn_jax import checkpoints
+from fcn_jax import errors
 from fcn_jax import files
 from fcn_jax import geometry
 from fcn_jax import layers
@@ -37,7 +38,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The resolved config a training run wrote to `workdir/config.json`."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
-    raise ValueError(f'{workdir!r} holds no config.json: give the --workdir of a training run')
+    raise errors.InputError(
+        f'{workdir!r} holds no config.json: give the --workdir of a training run')
   with open(path) as f:
     return ml_collections.ConfigDict(json.load(f))
 
@@ -50,10 +52,10 @@ def load_trained(workdir: str, step: int | None = None) -> tuple[nnx.Module, Any
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
   steps = manager.all_steps() if os.path.isdir(directory) else []
   if not steps:
-    raise ValueError(f'no checkpoint in {directory}: train first (python -m fcn_jax.train '
-                     f'--workdir={workdir} ...)')
+    raise errors.InputError(f'no checkpoint in {directory}: train first (python -m fcn_jax.train '
+                            f'--workdir={workdir} ...)')
   if step is not None and step not in steps:
-    raise ValueError(f'no checkpoint for step {step} in {directory}; steps there: {steps}')
+    raise errors.InputError(f'no checkpoint for step {step} in {directory}; steps there: {steps}')
   # The run saved {'model', 'optimizer'}: restore both, keep the model. Without a given step,
   # a damaged newest checkpoint falls back to the previous one (with a warning).
   _, restored = checkpoints.restore(
@@ -86,28 +88,25 @@ def predict(model: nnx.Module, image: np.ndarray) -> np.ndarray:
 # Exact tiled inference.
 
 
-class TilingError(ValueError):
-  """A model (or layer) whose output cannot be assembled from tiles exactly."""
-
 
 def _leaf_origin(node: geometry.Node, n: int, origin: int, a: int) -> int:
   """Absolute origin, on the node's output grid, of a tile whose input starts at `origin`."""
   if isinstance(node, geometry.Window):
     step = node.stride[a]
     if origin % step:
-      raise TilingError(f'{node.name}: tile origin {origin} is not aligned to stride {step}')
+      raise errors.TilingError(f'{node.name}: tile origin {origin} is not aligned to stride {step}')
     return origin // step
   if isinstance(node, geometry.Transpose):
     return origin * node.stride[a]
   if isinstance(node, geometry.Resize):
     if node.factor is None:
-      raise TilingError(f'{node.name}: resizing to a fixed size cannot be tiled')
+      raise errors.TilingError(f'{node.name}: resizing to a fixed size cannot be tiled')
     return origin * node.factor[a]
   if isinstance(node, geometry.Pointwise):
     if not node.local:
-      raise TilingError(f'{node.name} mixes statistics over the whole image: no exact tiling')
+      raise errors.TilingError(f'{node.name} mixes statistics over the whole image: no exact tiling')
     return origin
-  raise TilingError(f'{type(node).__name__} {node.name!r} sees the whole input: no exact tiling')
+  raise errors.TilingError(f'{type(node).__name__} {node.name!r} sees the whole input: no exact tiling')
 
 
 def plan(node: geometry.Node, n: int, tile: int, origin: int, a: int,
@@ -129,7 +128,7 @@ def plan(node: geometry.Node, n: int, tile: int, origin: int, a: int,
     whole = node.offsets(n, a)[1]
     local = node.offsets(tile, a)[1]
     if whole != local:
-      raise TilingError(f'{node.name}: crop offsets depend on the input size ({whole} for the '
+      raise errors.TilingError(f'{node.name}: crop offsets depend on the input size ({whole} for the '
                         f'image, {local} for a tile)')
     outs = [plan(b, n, tile, origin, a, extents) for b in node.branches]
     n_out, ref_origin = outs[node.reference]
@@ -157,7 +156,7 @@ def _check_mirror_sources(node: geometry.Node, lo: int, hi: int, tile: int, a: i
   inside_lo, inside_hi = max(lo, 0), min(hi, tile)
   if ((lo > 0 and pad_lo and not lo + reach(lo, pad_lo) < inside_hi) or
       (hi < tile and pad_hi and not hi - 1 - reach(tile - hi, pad_hi) >= inside_lo)):
-    raise TilingError(f'{node.name}: a tile of {tile} positions along axis {a} at this layer '
+    raise errors.TilingError(f'{node.name}: a tile of {tile} positions along axis {a} at this layer '
                       f'does not hold the image positions its {fill} padding copies at the image '
                       f'border; use a larger tile')
 
@@ -215,7 +214,7 @@ def axis_tiling(g: geometry.Geometry, n: int, a: int, tile: int) -> AxisTiling:
   out_size, field = g._axis(n, a)  # pylint: disable=protected-access
   jump = field.jump
   if jump.denominator != 1:
-    raise TilingError(f'{g.name}: fractional total stride {jump} cannot be tiled')
+    raise errors.TilingError(f'{g.name}: fractional total stride {jump} cannot be tiled')
   jump = int(jump)
   period = math.lcm(alignment(g.node, a), jump)
   step = max(1, math.ceil(tile / period)) * period
@@ -229,7 +228,7 @@ def axis_tiling(g: geometry.Geometry, n: int, a: int, tile: int) -> AxisTiling:
   # from real context.
   while True:
     if size > needed + 4096:
-      raise TilingError(f'{g.name}: no exact tile size near {needed} along axis {a}')
+      raise errors.TilingError(f'{g.name}: no exact tile size near {needed} along axis {a}')
     start_ok, end_ok = _keeps_exact(g.node, n, size, step, halo, kept, a)
     if not start_ok:
       halo, size = halo + period, size + period
@@ -251,7 +250,7 @@ def _keeps_exact(node: geometry.Node, n: int, size: int, step: int, halo: int, k
   try:
     _, origin_out = plan(node, max(n, 2 * step + size), size, step - halo, a, {})
     out_size = node.axis(size, a)[0]
-  except geometry.GeometryError:
+  except errors.GeometryError:
     return True, False  # too small a window: grow it
   first = kept - origin_out
   last = first + kept - 1
@@ -293,7 +292,7 @@ def check_tile(model: nnx.Module, tile: int) -> None:
     n = g._first_valid(max(4 * tile, 1), +1, a)  # pylint: disable=protected-access
     halo = axis_tiling(g, n, a, tile).halo if n else 0
     if tile < halo:
-      raise TilingError(f'tile {tile} is smaller than the {halo}-pixel halo of context that '
+      raise errors.TilingError(f'tile {tile} is smaller than the {halo}-pixel halo of context that '
                         f'{g.name} needs around each tile; use a tile of at least {halo} '
                         f'(better {4 * halo})')
 
@@ -350,8 +349,8 @@ def _tiles(model: nnx.Module, image, tile: int | tuple[int, int], batch: int, sk
       if scale:
         window *= scale
       if not np.isfinite(window).all():
-        raise ValueError(f'the image holds NaN or infinite pixels in rows {src[0].start}-'
-                         f'{src[0].stop - 1}, columns {src[1].start}-{src[1].stop - 1}')
+        raise errors.InputError(f'the image holds NaN or infinite pixels in rows {src[0].start}-'
+                                f'{src[0].stop - 1}, columns {src[1].start}-{src[1].stop - 1}')
       out_origin = []
       for a, (n, s, ax) in enumerate(zip((h, w), starts, axes)):
         per_layer: dict[int, list[int]] = {}
@@ -430,16 +429,16 @@ def open_image(path: str):
       import zarr  # pylint: disable=g-import-not-at-top
       array = zarr.open_array(path, mode='r')
     else:
-      raise ValueError(f'{path!r}: out-of-core input must be .npy, .tif(f) or .zarr')
+      raise errors.InputError(f'{path!r}: out-of-core input must be .npy, .tif(f) or .zarr')
   except (OSError, TypeError) as e:  # not an array file of that kind
-    raise ValueError(f'cannot read {path!r} as an image array: {e}') from None
+    raise errors.InputError(f'cannot read {path!r} as an image array: {e}') from None
   if not (array.dtype == np.uint8 or np.issubdtype(array.dtype, np.floating)):
-    raise ValueError(f'{path!r}: unsupported dtype {array.dtype} (use uint8, or float in '
-                     '[0, 1])')
+    raise errors.InputError(f'{path!r}: unsupported dtype {array.dtype} (use uint8, or float in '
+                            '[0, 1])')
   if array.ndim == 2:
     return array[..., None] if isinstance(array, np.ndarray) else _WithChannelAxis(array)
   if array.ndim != 3:
-    raise ValueError(f'{path!r}: expected an HxW or HxWxC image, got shape {array.shape}')
+    raise errors.InputError(f'{path!r}: expected an HxW or HxWxC image, got shape {array.shape}')
   return array
 
 
@@ -473,7 +472,7 @@ def predict_to_file(model: nnx.Module, image, output: str, tile: int = 256, batc
   output = output.rstrip('/')
   stem, ext = os.path.splitext(output)
   if ext not in ('.npy', '.zarr'):
-    raise ValueError(f'output {output!r} must end in .npy or .zarr')
+    raise errors.InputError(f'output {output!r} must end in .npy or .zarr')
   partial, done_path = f'{stem}.partial{ext}', output + '.done.json'
   shape = output_shape(model, image.shape)
   g = geometry.of(model)
@@ -484,7 +483,8 @@ def predict_to_file(model: nnx.Module, image, output: str, tile: int = 256, batc
       done = {tuple(t) for t in json.load(f)}
     out = _open_output(partial)
     if tuple(out.shape) != shape:
-      raise ValueError(f'{partial} has shape {out.shape}, not {shape}: delete it to start over')
+      raise errors.InputError(
+          f'{partial} has shape {out.shape}, not {shape}: delete it to start over')
   else:
     out = _create_output(partial, shape, (axes[0].kept, axes[1].kept, shape[2]))
   total = axes[0].count * axes[1].count
@@ -515,15 +515,15 @@ def size_lattice(model: nnx.Module, a: int, probe: int = 6) -> tuple[int, int]:
   g = geometry.of(model)
   first = g.min_input_size[a]
   if first is None:
-    raise ValueError(f'{g.name} accepts no input size along axis {a}')
+    raise errors.GeometryError(f'{g.name} accepts no input size along axis {a}')
   second = g._first_valid(first + 1, +1, a)  # pylint: disable=protected-access
   if second is None:
     return first, 0
   period = second - first
   hi = first + probe * period
   if g.valid_sizes(first, hi, a) != list(range(first, hi + 1, period)):
-    raise ValueError(f'{g.name}: the accepted sizes along axis {a} are not of the form '
-                     f'{first} + {period}k, so no one symbolic shape describes them')
+    raise errors.GeometryError(f'{g.name}: the accepted sizes along axis {a} are not of the form '
+                               f'{first} + {period}k, so no one symbolic shape describes them')
   return first, period
 
 
@@ -536,9 +536,10 @@ def export(model: nnx.Module, in_channels: int) -> bytes:
   geometry (`size_lattice`: every size >= the minimum for conv/pool nets,
   572 + 16k for the paper U-Net), so the artifact itself rejects other sizes.
   Nets whose forward pass needs concrete sizes (max-unpooling, ceil-mode
-  pooling, resizing to a fixed size) are refused with a `ValueError`.
+  pooling, resizing to a fixed size) are refused with a `UserError`. The artifact runs
+  `model` in inference mode; `model` itself is left in the mode it was in.
   """
-  model.eval()
+  model = models.inference_view(model)
   graphdef, state = nnx.split(model)
 
   def forward(images):
@@ -559,9 +560,10 @@ def export(model: nnx.Module, in_channels: int) -> bytes:
     exported = jax.export.export(jax.jit(forward))(
         jax.ShapeDtypeStruct((*shape, in_channels), np.float32))
   except Exception as e:  # pylint: disable=broad-exception-caught
-    raise ValueError(f'{geometry.of(model).name} cannot be exported with symbolic sizes '
-                     f'({type(e).__name__}: {str(e).splitlines()[0][:200]}); max-unpooling, '
-                     'ceil-mode pooling and fixed-size resizing need concrete sizes') from None
+    raise errors.UserError(
+        f'{geometry.of(model).name} cannot be exported with symbolic sizes '
+        f'({type(e).__name__}: {str(e).splitlines()[0][:200]}); max-unpooling, '
+        'ceil-mode pooling and fixed-size resizing need concrete sizes') from None
   return exported.serialize()
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from flax import nnx
 from jax import lax
 
+from fcn_jax import errors
 from fcn_jax import geometry
 from fcn_jax import lowering
 
@@ -55,7 +56,7 @@ ACTIVATIONS = {'relu': jax.nn.relu, 'elu': jax.nn.elu, 'gelu': jax.nn.gelu, 'sil
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:
   """An activation function by name (see `ACTIVATIONS`)."""
   if name not in ACTIVATIONS:
-    raise ValueError(f'unknown activation {name!r}; choose one of {", ".join(ACTIVATIONS)}')
+    raise errors.ConfigError(f'unknown activation {name!r}; choose one of {", ".join(ACTIVATIONS)}')
   return ACTIVATIONS[name]
 
 
@@ -64,7 +65,7 @@ def _pair(x: int | Sequence[int], what: str) -> Pair:
     return int(x), int(x)
   x = tuple(int(v) for v in x)
   if len(x) != 2:
-    raise ValueError(f'{what} must be an int or a pair of ints, got {x}')
+    raise errors.ConfigError(f'{what} must be an int or a pair of ints, got {x}')
   return x
 
 
@@ -78,12 +79,13 @@ def resolve_padding(padding: PaddingLike, kernel: Pair, dilation: Pair = (1, 1)
       pads = []
       for k, d in zip(kernel, dilation):
         if (d * (k - 1)) % 2:
-          raise ValueError(
+          raise errors.ConfigError(
               f"padding='same' needs an odd effective kernel (got kernel {k}, dilation {d}); "
               'give explicit padding ((top, bottom), (left, right)) instead')
         pads.append((d * (k - 1) // 2,) * 2)
       return tuple(pads)
-    raise ValueError(f"padding must be 'valid', 'same', an int or explicit pairs, got {padding!r}")
+    raise errors.ConfigError(
+        f"padding must be 'valid', 'same', an int or explicit pairs, got {padding!r}")
   if isinstance(padding, (int, np.integer)):
     return (int(padding),) * 2, (int(padding),) * 2
   padding = tuple(padding)
@@ -91,7 +93,7 @@ def resolve_padding(padding: PaddingLike, kernel: Pair, dilation: Pair = (1, 1)
     return (int(padding[0]),) * 2, (int(padding[1]),) * 2
   if len(padding) == 2 and all(len(p) == 2 for p in padding):
     return tuple((int(lo), int(hi)) for lo, hi in padding)
-  raise ValueError(f'cannot read padding {padding!r}; use ((top, bottom), (left, right))')
+  raise errors.ConfigError(f'cannot read padding {padding!r}; use ((top, bottom), (left, right))')
 
 
 # --------------------------------------------------------------------------
@@ -134,7 +136,7 @@ def _tile_border(layer, x: jax.Array, fill: str) -> jax.Array:
       index = jnp.where(pos < lo, 2 * lo - pos, jnp.where(pos >= hi, 2 * (hi - 1) - pos, pos))
       index = jnp.clip(index, lo, hi - 1)
     else:
-      raise ValueError(f'{type(layer).__name__}: padding {fill!r} cannot be tiled exactly')
+      raise errors.TilingError(f'{type(layer).__name__}: padding {fill!r} cannot be tiled exactly')
     x = jnp.take_along_axis(x, index.reshape(shape), axis=axis)
   return x
 
@@ -144,8 +146,9 @@ def _check(layer, x):
   geometry.check(layer, x.shape)
   expected = getattr(layer, 'in_channels', None)
   if expected is not None and x.shape[-1] != expected:
-    raise ValueError(f'{type(layer).__name__} expects {expected} input channels (NHWC), got an '
-                     f'input of shape {tuple(x.shape)}')
+    raise errors.InputError(
+        f'{type(layer).__name__} expects {expected} input channels (NHWC), got an '
+        f'input of shape {tuple(x.shape)}')
 
 
 class Conv(nnx.Module):
@@ -157,10 +160,11 @@ class Conv(nnx.Module):
                use_bias: bool = True, kernel_init=default_kernel_init,
                bias_init=nnx.initializers.zeros_init(), dtype: Any = None, rngs: nnx.Rngs):
     if in_channels % groups or out_channels % groups:
-      raise ValueError(f'groups={groups} must divide in_channels={in_channels} and '
-                       f'out_channels={out_channels}')
+      raise errors.ConfigError(f'groups={groups} must divide in_channels={in_channels} and '
+                               f'out_channels={out_channels}')
     if padding_mode not in PADDING_MODES:
-      raise ValueError(f'padding_mode must be one of {sorted(PADDING_MODES)}, got {padding_mode!r}')
+      raise errors.ConfigError(
+          f'padding_mode must be one of {sorted(PADDING_MODES)}, got {padding_mode!r}')
     self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
     self.kernel_size = _pair(kernel_size, 'kernel_size')
     self.stride = _pair(stride, 'stride')
@@ -238,19 +242,21 @@ class ConvTranspose(nnx.Module):
     self.output_padding = _pair(output_padding, 'output_padding')
     for op, s, d in zip(self.output_padding, self.stride, self.dilation):
       if not 0 <= op < max(s, d):
-        raise ValueError(f'output_padding {self.output_padding} must be smaller than the stride '
-                         f'{self.stride} or dilation {self.dilation}')
+        raise errors.ConfigError(
+            f'output_padding {self.output_padding} must be smaller than the stride '
+            f'{self.stride} or dilation {self.dilation}')
     self.dtype = dtype
     shape = (*self.kernel_size, in_channels, out_channels)
     if init == 'bilinear':
       if in_channels != out_channels or self.kernel_size[0] != self.kernel_size[1]:
-        raise ValueError('bilinear init needs in_channels == out_channels and a square kernel, '
-                         f'got {in_channels}->{out_channels}, kernel {self.kernel_size}')
+        raise errors.ConfigError(
+            'bilinear init needs in_channels == out_channels and a square kernel, '
+            f'got {in_channels}->{out_channels}, kernel {self.kernel_size}')
       kernel = jnp.asarray(bilinear_kernel(self.kernel_size[0], in_channels))
     elif init == 'lecun':
       kernel = kernel_init(rngs.params(), shape, jnp.float32)
     else:
-      raise ValueError(f"init must be 'lecun' or 'bilinear', got {init!r}")
+      raise errors.ConfigError(f"init must be 'lecun' or 'bilinear', got {init!r}")
     self.kernel = nnx.Param(kernel)
     self.bias = nnx.Param(jnp.zeros((out_channels,), jnp.float32)) if use_bias else None
 
@@ -297,7 +303,7 @@ def _resize_matrix(n_in: int, n_out: int, method: str) -> np.ndarray:
 def resize(x: jax.Array, size: Pair, method: str = 'bilinear') -> jax.Array:
   """Resizes NHWC `x` to spatial `size` (nearest or bilinear, half-pixel centres)."""
   if method not in ('nearest', 'bilinear'):
-    raise ValueError(f"method must be 'nearest' or 'bilinear', got {method!r}")
+    raise errors.ConfigError(f"method must be 'nearest' or 'bilinear', got {method!r}")
   _, h, w, _ = x.shape
   if method == 'nearest':
     rows = (np.arange(size[0]) * h) // size[0]
@@ -338,9 +344,9 @@ class Upsample(nnx.Module):
   def __init__(self, factor: int | Sequence[int] | None = 2, *, size: Sequence[int] | None = None,
                method: str = 'nearest'):
     if (factor is None) == (size is None):
-      raise ValueError('give exactly one of factor and size')
+      raise errors.ConfigError('give exactly one of factor and size')
     if method not in ('nearest', 'bilinear'):
-      raise ValueError(f"method must be 'nearest' or 'bilinear', got {method!r}")
+      raise errors.ConfigError(f"method must be 'nearest' or 'bilinear', got {method!r}")
     self.factor = None if factor is None else _pair(factor, 'factor')
     self.size = None if size is None else _pair(size, 'size')
     self.method = method
@@ -371,15 +377,15 @@ class _Pool(nnx.Module):
   def __init__(self, window: int | Sequence[int] = 2, stride: int | Sequence[int] | None = None,
                padding: PaddingLike = 0, *, exact: bool = False, ceil_mode: bool = False):
     if exact and ceil_mode:
-      raise ValueError('exact and ceil_mode exclude each other')
+      raise errors.ConfigError('exact and ceil_mode exclude each other')
     self.exact, self.ceil_mode = exact, ceil_mode
     self.window = _pair(window, 'window')
     self.stride = self.window if stride is None else _pair(stride, 'stride')
     self.padding = resolve_padding(padding, self.window)
     for (lo, hi), k in zip(self.padding, self.window):
       if max(lo, hi) > k // 2:
-        raise ValueError(f'pool padding {self.padding} must be at most half the window '
-                         f'{self.window}')
+        raise errors.ConfigError(f'pool padding {self.padding} must be at most half the window '
+                                 f'{self.window}')
 
   @property
   def geometry(self) -> geometry.Node:
@@ -394,8 +400,9 @@ class _Pool(nnx.Module):
       # Symbolic sizes (jax.export): s - 1 more rows at the end make floor mode count
       # ceil mode's windows, and none starts in the padding as long as hi + s <= k.
       if any(hi + s > k for (_, hi), s, k in zip(self.padding, self.stride, self.window)):
-        raise ValueError(f'ceil-mode pooling with window {self.window}, stride {self.stride} '
-                         f'and padding {self.padding} needs concrete sizes')
+        raise errors.ConfigError(
+            f'ceil-mode pooling with window {self.window}, stride {self.stride} '
+            f'and padding {self.padding} needs concrete sizes')
       return tuple((lo, hi + s - 1) for (lo, hi), s in zip(self.padding, self.stride))
     out = geometry.of(self).output_size(x.shape[1:3])
     return tuple((lo, max(hi, (o - 1) * s + k - n - lo)) for (lo, hi), o, s, k, n in

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fcn_jax import errors
+
 IGNORE = 255  # segmentation label of unlabelled pixels (fcn_jax.data.catalog.IGNORE)
 
 
@@ -48,4 +50,5 @@ def task_loss(task: str, logits: jax.Array, batch: dict, class_weights=None) -> 
     return classification_loss(logits, batch['target'])
   if task == 'segmentation':
     return segmentation_loss(logits, batch['target'], batch.get('weight'), class_weights)
-  raise ValueError(f"task must be 'heatmap', 'classification' or 'segmentation', got {task!r}")
+  raise errors.ConfigError(
+      f"task must be 'heatmap', 'classification' or 'segmentation', got {task!r}")

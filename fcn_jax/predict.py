@@ -29,6 +29,7 @@ from absl import app
 from absl import flags
 from PIL import Image
 
+from fcn_jax import errors
 from fcn_jax import files
 from fcn_jax import geometry
 from fcn_jax import inference
@@ -66,18 +67,19 @@ def read_image(path: str) -> np.ndarray:
       with Image.open(path) as image:
         array = np.asarray(image)
   except (OSError, ValueError) as e:
-    raise ValueError(f'cannot read {path!r} as an image: {e}') from None
+    raise errors.InputError(f'cannot read {path!r} as an image: {e}') from None
   if array.ndim == 2:
     array = array[..., None]
   if array.ndim != 3:
-    raise ValueError(f'{path!r}: expected an HxW or HxWxC image, got shape {array.shape}')
+    raise errors.InputError(f'{path!r}: expected an HxW or HxWxC image, got shape {array.shape}')
   if array.dtype == np.uint8:
     array = array.astype(np.float32) / 255
   elif not np.issubdtype(array.dtype, np.floating):
-    raise ValueError(f'{path!r}: unsupported dtype {array.dtype} (use uint8 or float in [0, 1])')
+    raise errors.InputError(
+        f'{path!r}: unsupported dtype {array.dtype} (use uint8 or float in [0, 1])')
   array = array.astype(np.float32)
   if not np.isfinite(array).all():
-    raise ValueError(f'{path!r} holds NaN or infinite pixels')
+    raise errors.InputError(f'{path!r} holds NaN or infinite pixels')
   return array
 
 
@@ -104,8 +106,9 @@ def _write_atomically(path: str, write) -> None:
   try:
     files.write_atomically(path, write)
   except OSError as e:
-    raise ValueError(f'cannot write {path}: {e.strerror or e}; nothing was left under that name '
-                     '(free some space or choose another --output)') from None
+    raise errors.InputError(
+        f'cannot write {path}: {e.strerror or e}; nothing was left under that name '
+        '(free some space or choose another --output)') from None
 
 
 def export(workdir: str, step: int | None, path: str) -> int:
@@ -113,7 +116,7 @@ def export(workdir: str, step: int | None, path: str) -> int:
   try:
     model, config = inference.load_trained(workdir, step)
     data = inference.export(model, config.model.get('in_channels', 3))
-  except ValueError as e:
+  except errors.UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
   _write_atomically(path, lambda p: pathlib.Path(p).write_bytes(data))
@@ -167,7 +170,7 @@ def main(argv):
                           lambda p: Image.fromarray(overlay(image, logits)).save(p))
       print(f'{path}: input {image.shape[0]}x{image.shape[1]}x{image.shape[2]} -> output '
             f'{"x".join(map(str, logits.shape))} in {seconds:.2f}s')
-  except ValueError as e:  # a user error: one clear line, no traceback
+  except errors.UserError as e:  # one clear line; a bug keeps its traceback
     print(f'error: {e}', file=sys.stderr)
     return 1
   except OSError as e:  # e.g. a full disk while writing tiles: the partial file resumes later

@@ -22,6 +22,7 @@ from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
+from fcn_jax import errors
 from fcn_jax import geometry
 from fcn_jax import models
 
@@ -163,7 +164,7 @@ def main(argv):
   for size in sizes:
     try:
       print(summary(model, size, config.model.in_channels), end='\n\n')
-    except ValueError as e:
+    except errors.UserError as e:
       failed += 1
       print(f'## {geometry.of(model).name}: input {size[0]}x{size[1]}\n\n{e}\n')
   return 1 if failed else 0

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from fcn_jax import errors
 from fcn_jax import geometry
 from fcn_jax import layers
 
@@ -36,7 +37,7 @@ def copy_weights(pairs: Mapping[str, tuple[nnx.Variable, Any]]) -> None:
                 for name, (target, source) in pairs.items()
                 if tuple(target[...].shape) != tuple(np.shape(source))]
   if mismatches:
-    raise ValueError('cannot copy weights, shapes differ:\n  ' + '\n  '.join(mismatches))
+    raise errors.ConfigError('cannot copy weights, shapes differ:\n  ' + '\n  '.join(mismatches))
   for target, source in pairs.values():
     target[...] = jnp.asarray(source, target[...].dtype)
 
@@ -45,13 +46,15 @@ def _input_size(classifier: nnx.Module) -> tuple[int, int]:
   size = getattr(classifier, 'input_size', None)
   for part in ('features', 'fc1', 'fc2'):
     if not hasattr(classifier, part):
-      raise ValueError(f'{type(classifier).__name__} is not a flatten + dense classifier (it '
-                       f'has no {part!r}); convolutionalize expects '
-                       'fcn_jax.models.dense_classifier')
+      raise errors.ConfigError(
+          f'{type(classifier).__name__} is not a flatten + dense classifier (it '
+          f'has no {part!r}); convolutionalize expects '
+          'fcn_jax.models.dense_classifier')
   if size is None or len(size) != 2:
-    raise ValueError(f'{type(classifier).__name__} does not record the input size its dense '
-                     'layers were built for (input_size); without it the first dense kernel '
-                     'cannot be reshaped into a convolution')
+    raise errors.ConfigError(
+        f'{type(classifier).__name__} does not record the input size its dense '
+        'layers were built for (input_size); without it the first dense kernel '
+        'cannot be reshaped into a convolution')
   return tuple(int(n) for n in size)
 
 
@@ -69,8 +72,9 @@ def convolutionalize(classifier: nnx.Module, activation: Callable[..., Any] | No
   c = convs[-1].out_channels if convs else None
   fc1, fc2 = classifier.fc1, classifier.fc2
   if c is None or h * w * c != fc1.in_features:
-    raise ValueError(f'{type(classifier).__name__}: the conv half gives {h}x{w}x{c} features at '
-                     f'{size[0]}x{size[1]}, but fc1 takes {fc1.in_features} inputs')
+    raise errors.ConfigError(
+        f'{type(classifier).__name__}: the conv half gives {h}x{w}x{c} features at '
+        f'{size[0]}x{size[1]}, but fc1 takes {fc1.in_features} inputs')
   rngs = nnx.Rngs(0)  # every parameter is overwritten below
   conv1 = layers.Conv(c, fc1.out_features, (h, w), padding='valid', rngs=rngs)
   conv2 = layers.pointwise(fc2.in_features, fc2.out_features, rngs=rngs)

@@ -46,6 +46,7 @@ import optuna
 from absl import app
 from absl import flags
 
+from fcn_jax import errors
 from fcn_jax import files
 
 matplotlib.use('Agg')
@@ -96,46 +97,50 @@ class SweepSpec:
 def load_sweep(path: str) -> SweepSpec:
   """Reads and checks a sweep file; a mistake is a `ValueError` saying what is valid."""
   if not os.path.isfile(path):
-    raise ValueError(f'no sweep file {path!r} (sweeps live in configs/sweeps/<name>.py)')
+    raise errors.ConfigError(f'no sweep file {path!r} (sweeps live in configs/sweeps/<name>.py)')
   module_spec = importlib.util.spec_from_file_location('_sweep', path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   if not hasattr(module, 'get_sweep'):
-    raise ValueError(f'{path} must define get_sweep() returning a dict')
+    raise errors.ConfigError(f'{path} must define get_sweep() returning a dict')
   fields = {f.name for f in dataclasses.fields(SweepSpec)} - {'name'}
   raw = dict(module.get_sweep())
   unknown = sorted(set(raw) - fields)
   if unknown:
-    raise ValueError(f'{path}: unknown sweep field(s) {unknown}; valid: {sorted(fields)}')
+    raise errors.ConfigError(f'{path}: unknown sweep field(s) {unknown}; valid: {sorted(fields)}')
   spec = SweepSpec(name=os.path.splitext(os.path.basename(path))[0], **raw)
   if spec.direction not in ('maximize', 'minimize'):
-    raise ValueError(f"{path}: direction must be 'maximize' or 'minimize', got {spec.direction!r}")
+    raise errors.ConfigError(
+        f"{path}: direction must be 'maximize' or 'minimize', got {spec.direction!r}")
   if spec.sampler not in SAMPLERS:
-    raise ValueError(f'{path}: sampler must be one of {SAMPLERS}, got {spec.sampler!r}')
+    raise errors.ConfigError(f'{path}: sampler must be one of {SAMPLERS}, got {spec.sampler!r}')
   for field, space in spec.params.items():
     if isinstance(space, dict):
       if spec.sampler == 'grid':
-        raise ValueError(f'{path}: {field} is a range; a grid sweep needs a list of values')
+        raise errors.ConfigError(f'{path}: {field} is a range; a grid sweep needs a list of values')
       if not {'low', 'high'} <= set(space) <= {'low', 'high', 'log', 'int'}:
-        raise ValueError(f"{path}: range {field} needs 'low' and 'high' (and optional 'log', "
-                         f"'int'), got {sorted(space)}")
+        raise errors.ConfigError(
+            f"{path}: range {field} needs 'low' and 'high' (and optional 'log', "
+            f"'int'), got {sorted(space)}")
     elif not isinstance(space, (list, tuple)) or not space:
-      raise ValueError(f'{path}: {field} must be a non-empty list of values or a range dict')
+      raise errors.ConfigError(
+          f'{path}: {field} must be a non-empty list of values or a range dict')
   if spec.sampler != 'grid' and not spec.trials:
-    raise ValueError(f'{path}: a {spec.sampler} sweep needs a trial budget (trials=N)')
+    raise errors.ConfigError(f'{path}: a {spec.sampler} sweep needs a trial budget (trials=N)')
   config_path = spec.base.split(':')[0]
   if not os.path.isfile(config_path):
-    raise ValueError(f'{path}: base config {config_path!r} does not exist')
+    raise errors.ConfigError(f'{path}: base config {config_path!r} does not exist')
   if spec.metric.split('/')[0] in ('validation', 'test') and (
       spec.metric.split('/')[0] != spec.split):
-    raise ValueError(f"{path}: metric {spec.metric!r} is not of split {spec.split!r}; "
-                     "use 'mean:<name>' or a key of that split")
+    raise errors.ConfigError(f"{path}: metric {spec.metric!r} is not of split {spec.split!r}; "
+                             "use 'mean:<name>' or a key of that split")
   if spec.split == 'validation':
     module, arg = _config_module(spec.base)
     base = importlib.import_module(module).get_config(arg)
     if not spec.overrides.get('data.validation_split', base.data.get('validation_split')):
-      raise ValueError(f'{path}: {spec.base} has no data.validation_split to choose trials on; '
-                       "set one in overrides (e.g. a slice such as 'train[90%:]')")
+      raise errors.ConfigError(
+          f'{path}: {spec.base} has no data.validation_split to choose trials on; '
+          "set one in overrides (e.g. a slice such as 'train[90%:]')")
   return spec
 
 
@@ -272,7 +277,7 @@ def open_study(spec: SweepSpec, storage: str, grace_period: int = 30) -> optuna.
   pruner = optuna.pruners.NopPruner()
   if spec.pruner:
     if spec.pruner.get('name', 'median') != 'median':
-      raise ValueError(f"pruner name must be 'median', got {spec.pruner.get('name')!r}")
+      raise errors.ConfigError(f"pruner name must be 'median', got {spec.pruner.get('name')!r}")
     pruner = optuna.pruners.MedianPruner(n_startup_trials=spec.pruner.get('startup_trials', 2),
                                          n_warmup_steps=spec.pruner.get('warmup_steps', 0))
   study = optuna.create_study(study_name=spec.name, storage=storage_for(storage, grace_period),
@@ -438,7 +443,7 @@ def main(argv):
     if not FLAGS.report:
       run(spec, storage, workdir, FLAGS.workers, FLAGS.grace_period)
     print(f'results: {write_report(spec, storage, workdir)}')
-  except ValueError as e:
+  except errors.UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
   return 0

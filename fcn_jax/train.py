@@ -51,6 +51,7 @@ from ml_collections import config_flags
 
 from fcn_jax import checkpoints as checkpoints_lib
 from fcn_jax import devices
+from fcn_jax import errors
 from fcn_jax import evaluate
 from fcn_jax import files
 from fcn_jax import geometry
@@ -118,9 +119,9 @@ def _check_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: b
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
-    raise ValueError(f'cannot create workdir {workdir!r}: {e.strerror}') from None
+    raise errors.InputError(f'cannot create workdir {workdir!r}: {e.strerror}') from None
   if not os.access(workdir, os.W_OK):
-    raise ValueError(f'workdir {workdir!r} is not writable')
+    raise errors.InputError(f'workdir {workdir!r} is not writable')
   path = os.path.join(workdir, 'config.json')
   resolved = json.loads(config.to_json_best_effort())
   if os.path.exists(path):
@@ -129,9 +130,10 @@ def _check_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: b
     changed = sorted(k for k in set(previous) | set(resolved)
                      if previous.get(k) != resolved.get(k) and k not in RESUMABLE_CHANGES)
     if changed and not overwrite:
-      raise ValueError(f'workdir {workdir!r} holds a run of a different config (fields '
-                       f'{changed} differ); use another --workdir, or pass --overwrite to move '
-                       'that run aside and start over')
+      raise errors.InputError(
+          f'workdir {workdir!r} holds a run of a different config (fields '
+          f'{changed} differ); use another --workdir, or pass --overwrite to move '
+          'that run aside and start over')
     if changed and jax.process_index() == 0:
       aside = f'{workdir}.replaced-{time.strftime("%Y%m%d-%H%M%S")}'
       os.replace(workdir, aside)
@@ -184,10 +186,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   workdir = os.path.abspath(workdir)
   if config.compute_dtype not in ('float32', 'bfloat16'):
-    raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', got "
-                     f'{config.compute_dtype!r}')
+    raise errors.ConfigError(f"compute_dtype must be 'float32' or 'bfloat16', got "
+                             f'{config.compute_dtype!r}')
   _check_workdir(config, workdir, overwrite)
-  jax.config.update('jax_debug_nans', bool(config.get('debug_nans', False)))
+  with jax.debug_nans(bool(config.get('debug_nans', False))):  # the caller's setting comes back
+    return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """The body of `train_and_evaluate`, once the config and workdir are checked."""
   local_batch = config.batch_size // jax.process_count()
 
   model = models.get_model(config.model, rngs=nnx.Rngs(config.seed))
@@ -316,7 +323,7 @@ def main(argv):
                jax.devices())
   try:
     out = train_and_evaluate(FLAGS.config, FLAGS.workdir, FLAGS.overwrite)
-  except (ValueError, NonFiniteLossError) as e:  # user errors: one clear line, no traceback
+  except (errors.UserError, NonFiniteLossError) as e:  # one clear line; a bug keeps its traceback
     print(f'error: {e}', file=sys.stderr)
     return 1
   except Interrupted as e:

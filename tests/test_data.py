@@ -15,6 +15,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from flax import nnx
 
+from fcn_jax import errors
 from fcn_jax import geometry
 from fcn_jax import models
 from fcn_jax.data import builders
@@ -154,7 +155,7 @@ def test_catalog_datasets_through_the_pipeline(monkeypatch, name, task, patch):
 
 def test_offline_catalog_request_is_a_clear_error(monkeypatch, tmp_path):
   monkeypatch.setattr(catalog, '_reachable', lambda builder: False)
-  with pytest.raises(catalog.DatasetUnavailableError,
+  with pytest.raises(errors.DatasetUnavailableError,
                      match=r"dataset 'mnist' is not prepared .* cannot be downloaded .*"
                      r'fcn_shapes, fcn_digits, fcn_cells'):
     catalog.prepared_builder('mnist', str(tmp_path))

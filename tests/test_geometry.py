@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
+from fcn_jax import errors
 from fcn_jax import geometry
 from fcn_jax import layers
 
@@ -148,7 +149,7 @@ def _size_with_interior_output(g, a):
   for n in range(max(g.min_input_size[a], 1), 120):
     try:
       out, field = g._axis(n, a)  # pylint: disable=protected-access
-    except geometry.GeometryError:
+    except errors.GeometryError:
       continue
     first, last = field.span(out // 2)
     if first >= 0 and last <= n - 1:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from fcn_jax import errors
 from fcn_jax import geometry
 from fcn_jax import inference
 from fcn_jax import models
@@ -66,11 +67,11 @@ def test_tile_sizes_and_many_tiles():
 
 def test_models_that_see_the_whole_image_are_refused():
   gap = models.get_model(dict(name='gap_classifier'), rngs=nnx.Rngs(0))
-  with pytest.raises(inference.TilingError, match='sees the whole input'):
+  with pytest.raises(errors.TilingError, match='sees the whole input'):
     inference.predict_tiled(gap, np.zeros((28, 28, 1), np.float32))
   group = models.get_model(dict(name='unet', depth=2, width=4, padding='same', norm='group'),
                            rngs=nnx.Rngs(0))
-  with pytest.raises(inference.TilingError, match='GroupNorm'):
+  with pytest.raises(errors.TilingError, match='GroupNorm'):
     inference.predict_tiled(group, np.zeros((32, 32, 1), np.float32))
 
 
@@ -128,7 +129,7 @@ def test_random_stacks_tile_exactly(specs, extra, tile, mode):
   whole = inference.predict(model, image)
   try:
     tiled = inference.predict_tiled(model, image, tile=tile, batch=2)
-  except inference.TilingError as e:
+  except errors.TilingError as e:
     # Tiles too small to hold a reflect/replicate layer's mirror sources at the image border
     # (when its padding is as wide as its window) are refused; one tile per axis works.
     assert 'use a larger tile' in str(e) and mode != 'zeros', e

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from fcn_jax import errors
 from fcn_jax.data import builders  # pylint: disable=unused-import (registers the builders)
 
 IGNORE = 255
@@ -31,15 +32,12 @@ OFFLINE = ('fcn_shapes', 'fcn_digits', 'fcn_cells')
 CATALOG = ('mnist', 'cifar10', 'oxford_iiit_pet', 'voc')
 
 
-class DatasetUnavailableError(ValueError):
-  """A catalog dataset that is neither prepared locally nor downloadable."""
-
 
 def base_name(name: str) -> str:
   base = name.split('/')[0].split(':')[0]
   if base not in OFFLINE + CATALOG:
-    raise ValueError(f'unknown dataset {name!r}; offline: {", ".join(OFFLINE)}; '
-                     f'catalog (online): {", ".join(CATALOG)}')
+    raise errors.ConfigError(f'unknown dataset {name!r}; offline: {", ".join(OFFLINE)}; '
+                             f'catalog (online): {", ".join(CATALOG)}')
   return base
 
 
@@ -62,7 +60,7 @@ def prepared_builder(name: str, data_dir: str | None = None) -> tfds.core.Datase
   builder = tfds.builder(name, data_dir=data_dir)
   if not builder.is_prepared():
     if base in CATALOG and not _reachable(builder):
-      raise DatasetUnavailableError(
+      raise errors.DatasetUnavailableError(
           f'dataset {name!r} is not prepared in {builder.data_dir} and cannot be downloaded '
           f'(no network). Use an offline dataset ({", ".join(OFFLINE)}), or prepare {name!r} '
           'on a machine that is online and copy its tensorflow_datasets folder to data_dir.')

@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from fcn_jax import errors
 from fcn_jax import geometry
 from fcn_jax.data import catalog
 from fcn_jax.data import targets
@@ -81,7 +82,7 @@ def _augment(ex, size, augment, seed):
                lambda c: tf.stack([height - c[:, 0], c[:, 1]], axis=1))
   if augment.get('rot90', False):
     if size[0] != size[1]:
-      raise ValueError('rot90 augmentation needs square patches')
+      raise errors.ConfigError('rot90 augmentation needs square patches')
     ex = apply(ex, coin(rot_seed), tf.image.rot90,
                lambda c: tf.stack([width - c[:, 1], c[:, 0]], axis=1))
   strength = augment.get('colour', 0.0)
@@ -146,7 +147,7 @@ def train_dataset(data: ml_collections.ConfigDict, g: geometry.Geometry, *, batc
   `batch_size` is this process's share of the global batch.
   """
   if data.task not in TASKS:
-    raise ValueError(f'data.task must be one of {TASKS}, got {data.task!r}')
+    raise errors.ConfigError(f'data.task must be one of {TASKS}, got {data.task!r}')
   ds = catalog.load(data.name, data.train_split, data_dir=data.get('data_dir'),
                     shuffle_files=True, seed=seed, decode=False)
   decode = catalog.decode_images(data.name, data.get('data_dir'))
@@ -159,7 +160,7 @@ def train_dataset(data: ml_collections.ConfigDict, g: geometry.Geometry, *, batc
   patch = data.get('patch_size')
   small = data.get('small_images', 'reject')
   if small not in ('reject', 'pad'):
-    raise ValueError(f"data.small_images must be 'reject' or 'pad', got {small!r}")
+    raise errors.ConfigError(f"data.small_images must be 'reject' or 'pad', got {small!r}")
   weights = data.get('weight_map')
   margin = int(3 * weights.sigma) if weights else 0
   augment = data.get('augment') or {}
@@ -195,7 +196,7 @@ def train_dataset(data: ml_collections.ConfigDict, g: geometry.Geometry, *, batc
       keep = tf.constant(True)
       size = tuple(ex['image'].shape[:2])
       if None in size:
-        raise ValueError(f'{data.name} has images of varying size: set data.patch_size')
+        raise errors.ConfigError(f'{data.name} has images of varying size: set data.patch_size')
     ex = _augment(ex, size, augment, aug_seed)
     make_targets = PatchTargets(data, g, size)
     out = {'image': tf.ensure_shape(ex['image'], [*size, None]), 'target': make_targets(ex)}
@@ -244,7 +245,8 @@ def fit_size(g: geometry.Geometry, size: tuple[int, int]) -> tuple[int, int]:
   for a, n in enumerate(size):
     valid = g.valid_sizes(max(1, n - 512), n, axis=a)
     if not valid:
-      raise ValueError(f'{g.name}: no valid input size up to {n} (minimum {g.min_input_size})')
+      raise errors.GeometryError(
+          f'{g.name}: no valid input size up to {n} (minimum {g.min_input_size})')
     fitted.append(valid[-1])
   return tuple(fitted)
 

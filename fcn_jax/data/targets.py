@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from fcn_jax import errors
 from fcn_jax import geometry
 
 
@@ -30,7 +31,7 @@ def cell_starts(g: geometry.Geometry, size: Sequence[int]) -> tuple[np.ndarray, 
   out = g.output_size(size)
   jumps = {f.jump for f in fields}
   if len(jumps) != 1 or next(iter(jumps)).denominator != 1:
-    raise ValueError(f'{g.name}: cell targets need one integer stride, got {jumps}')
+    raise errors.ConfigError(f'{g.name}: cell targets need one integer stride, got {jumps}')
   jump = int(next(iter(jumps)))
   starts = [np.array([math.ceil(f.centre + jump * i - Fraction(jump, 2)) for i in range(n)])
             for f, n in zip(fields, out)]
@@ -69,8 +70,8 @@ def dense_offsets(g: geometry.Geometry, size: Sequence[int]) -> tuple[int, int]:
   """For a stride-1 net: the input pixel under output (0, 0)'s centre."""
   fields = g.field(size)
   if any(f.jump != 1 or f.centre.denominator != 1 for f in fields):
-    raise ValueError(f'{g.name}: dense labels need stride 1 and a whole-pixel centre, got '
-                     f'{[(f.jump, f.centre) for f in fields]}')
+    raise errors.ConfigError(f'{g.name}: dense labels need stride 1 and a whole-pixel centre, got '
+                             f'{[(f.jump, f.centre) for f in fields]}')
   return tuple(int(f.centre) for f in fields)
 
 

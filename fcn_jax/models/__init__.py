@@ -11,13 +11,15 @@ from typing import Any, Mapping
 
 from flax import nnx
 
+from fcn_jax import errors
+
 MODELS = ('patch_net', 'dense_classifier', 'gap_classifier', 'nin', 'encoder_decoder', 'unet',
           'fcn')  # SegNet-style unpooling is encoder_decoder(upsample='unpool')
 
 
 def model_class(name: str) -> type[nnx.Module]:
   if name not in MODELS:
-    raise ValueError(f'unknown model {name!r}; choose one of {", ".join(MODELS)}')
+    raise errors.ConfigError(f'unknown model {name!r}; choose one of {", ".join(MODELS)}')
   return importlib.import_module(f'fcn_jax.models.{name}').Model
 
 
@@ -29,6 +31,15 @@ def get_model(config: Mapping[str, Any], *, rngs: nnx.Rngs) -> nnx.Module:
   accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ('self', 'rngs')]
   unknown = sorted(set(fields) - set(accepted))
   if unknown:
-    raise ValueError(f'model {name!r} has no field(s) {unknown}; its fields are {accepted}')
+    raise errors.ConfigError(f'model {name!r} has no field(s) {unknown}; its fields are {accepted}')
   fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
   return cls(**fields, rngs=rngs)
+
+
+def inference_view(model: nnx.Module) -> nnx.Module:
+  """`model` in inference mode (dropout off, batch norm on its running statistics).
+
+  A view that shares `model`'s arrays: `model` itself stays in the mode it was in, so a
+  library function that evaluates the caller's model hands it back unchanged.
+  """
+  return nnx.view(model, deterministic=True, use_running_average=True, raise_if_not_found=False)

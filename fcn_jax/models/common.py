@@ -4,6 +4,7 @@ from typing import Sequence
 
 from flax import nnx
 
+from fcn_jax import errors
 from fcn_jax import layers
 
 DOWNSAMPLE = ('stride', 'maxpool', 'avgpool')
@@ -19,7 +20,7 @@ def down_stack(in_channels: int, features: Sequence[int], *, kernel_size: int = 
   convs followed by 2x2 pooling.
   """
   if downsample not in DOWNSAMPLE:
-    raise ValueError(f'downsample must be one of {DOWNSAMPLE}, got {downsample!r}')
+    raise errors.ConfigError(f'downsample must be one of {DOWNSAMPLE}, got {downsample!r}')
   act, stack, c = layers.activation(activation), [], in_channels
   for width in features:
     stride = 2 if downsample == 'stride' else 1
@@ -40,4 +41,4 @@ def norm_layer(kind: str | None, channels: int, rngs: nnx.Rngs):
   if kind == 'group':
     groups = max(g for g in (8, 4, 2, 1) if channels % g == 0)
     return nnx.GroupNorm(channels, num_groups=groups, rngs=rngs)
-  raise ValueError(f"norm must be 'batch', 'group' or None, got {kind!r}")
+  raise errors.ConfigError(f"norm must be 'batch', 'group' or None, got {kind!r}")

@@ -18,6 +18,7 @@ from typing import Sequence
 import jax
 from flax import nnx
 
+from fcn_jax import errors
 from fcn_jax import geometry
 from fcn_jax import layers
 
@@ -33,7 +34,7 @@ class Model(nnx.Module):
                upsample: str = 'nearest', gated: bool = False, padding_mode: str = 'zeros',
                activation: str = 'relu', *, rngs: nnx.Rngs):
     if upsample not in UPSAMPLE:
-      raise ValueError(f'upsample must be one of {UPSAMPLE}, got {upsample!r}')
+      raise errors.ConfigError(f'upsample must be one of {UPSAMPLE}, got {upsample!r}')
     conv = layers.GatedConv if gated else layers.Conv
     self.activation = layers.activation(activation)
     self.upsample = upsample

@@ -22,6 +22,7 @@ from typing import Sequence
 import jax
 from flax import nnx
 
+from fcn_jax import errors
 from fcn_jax import geometry
 from fcn_jax import layers
 
@@ -41,9 +42,9 @@ class Model(nnx.Module):
                widths: Sequence[int] = (64, 128, 256, 512, 512), fc_width: int = 4096,
                first_padding: int = 100, dropout: float = 0.5, *, rngs: nnx.Rngs):
     if variant not in VARIANTS:
-      raise ValueError(f'variant must be one of {sorted(VARIANTS)}, got {variant!r}')
+      raise errors.ConfigError(f'variant must be one of {sorted(VARIANTS)}, got {variant!r}')
     if len(widths) != 5:
-      raise ValueError(f'widths needs one entry per VGG block (5), got {widths}')
+      raise errors.ConfigError(f'widths needs one entry per VGG block (5), got {widths}')
     self.name = variant
     self.first_skip = 5 - VARIANTS[variant]  # blocks before the first skip source
     blocks, c = [], in_channels

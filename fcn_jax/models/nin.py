@@ -15,6 +15,7 @@ from typing import Sequence
 import jax
 from flax import nnx
 
+from fcn_jax import errors
 from fcn_jax import geometry
 from fcn_jax import layers
 
@@ -29,11 +30,13 @@ class Model(nnx.Module):
                dropout: float = 0.0, activation: str = 'relu', head: str = 'gap',
                input_size: Sequence[int] | None = None, *, rngs: nnx.Rngs):
     if len(kernel_sizes) != len(widths):
-      raise ValueError(f'kernel_sizes {kernel_sizes} and widths {widths} need the same length')
+      raise errors.ConfigError(
+          f'kernel_sizes {kernel_sizes} and widths {widths} need the same length')
     if head not in ('gap', 'dense'):
-      raise ValueError(f"head must be 'gap' or 'dense', got {head!r}")
+      raise errors.ConfigError(f"head must be 'gap' or 'dense', got {head!r}")
     if head == 'dense' and input_size is None:
-      raise ValueError("head='dense' needs input_size (the flatten fixes the number of positions)")
+      raise errors.ConfigError(
+          "head='dense' needs input_size (the flatten fixes the number of positions)")
     act, stack, c = layers.activation(activation), [], in_channels
     for b, (k, block) in enumerate(zip(kernel_sizes, widths)):
       last = b == len(widths) - 1

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from fcn_jax import errors
 from fcn_jax import geometry
 from fcn_jax import layers
 from fcn_jax.models.common import norm_layer
@@ -53,7 +54,7 @@ class Level(nnx.Module):
                                     layers.Conv(2 * width, width, 3, padding=padding, rngs=rngs),
                                     name='up')
       else:
-        raise ValueError(f"upsample must be 'transpose' or 'bilinear', got {upsample!r}")
+        raise errors.ConfigError(f"upsample must be 'transpose' or 'bilinear', got {upsample!r}")
       self.decode = double_conv(2 * width, width, padding=padding, norm=norm, act=act, rngs=rngs,
                                 name=f'dec{level}')
 
@@ -88,9 +89,9 @@ class Model(nnx.Module):
                width: int = 64, padding: str = 'valid', upsample: str = 'transpose',
                norm: str | None = None, activation: str = 'relu', *, rngs: nnx.Rngs):
     if padding not in ('valid', 'same'):
-      raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+      raise errors.ConfigError(f"padding must be 'valid' or 'same', got {padding!r}")
     if depth < 1:
-      raise ValueError(f'depth must be at least 1, got {depth}')
+      raise errors.ConfigError(f'depth must be at least 1, got {depth}')
     self.body = Level(0, depth, in_channels, width, padding=padding, upsample=upsample, norm=norm,
                       act=layers.activation(activation), rngs=rngs)
     self.head = layers.pointwise(width, num_classes, rngs=rngs)
