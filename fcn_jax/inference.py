@@ -77,7 +77,9 @@ def _forward(model, images):
 
 def predict(model: nnx.Module, image: np.ndarray) -> np.ndarray:
   """Logits for one `(H, W, C)` image (or an `(N, H, W, C)` batch), as NumPy: the whole image
-  in one call (for images too large for memory, `predict_tiled`)."""
+  in one call (for images too large for memory, `predict_tiled`). The model runs in inference
+  mode (dropout off, batch norm on running statistics) and is left in the mode it was in."""
+  model = models.inference_view(model)
   batch = image[None] if image.ndim == 3 else image
   geometry.check(model, batch.shape)
   out = np.asarray(jax.device_get(_forward(model, np.asarray(batch, np.float32))))
@@ -321,8 +323,9 @@ def _tiles(model: nnx.Module, image, tile: int | tuple[int, int], batch: int, sk
 
   `image` is any `(H, W, C)` array-like (a NumPy array or a memory map); uint8
   pixels are scaled to [0, 1]. `tile` is a square tile's side or `(rows, cols)`.
-  Only one batch of windows is in memory at a time.
+  Only one batch of windows is in memory at a time. The model runs in inference mode.
   """
+  model = models.inference_view(model)
   g = geometry.of(model)
   h, w = image.shape[:2]
   g.check((h, w))
