@@ -26,7 +26,6 @@ import time
 from typing import Any, Callable, Sequence
 
 import jax
-import matplotlib
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
@@ -34,14 +33,11 @@ from absl import app
 from absl import flags
 from flax import nnx
 
-from fcn_jax import inference
+from fcn_jax import figures
 from fcn_jax import files
-from fcn_jax.files import write_text
+from fcn_jax import inference
 from fcn_jax import train
 from fcn_jax.data import catalog
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 
@@ -90,7 +86,7 @@ class Record:
                'training': self.training}
     numbers = json.loads(json.dumps(numbers, default=_plain))  # what a reader of the file sees
     files.write_text(os.path.join(self.workdir, 'results.json'), json.dumps(numbers, indent=1))
-    return write_text(os.path.join(self.workdir, 'results.md'), markdown(render, numbers))
+    return files.write_text(os.path.join(self.workdir, 'results.md'), markdown(render, numbers))
 
 
 def _plain(value):
@@ -193,12 +189,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def save_figure(fig, path: str) -> str:
   """Saves a matplotlib figure as PNG (whole or not at all) and closes it."""
-  return files.save_figure(fig, path, dpi=90, bbox_inches='tight')
+  return figures.save(fig, path, dpi=90, bbox_inches='tight')
 
 
 def figure(*args, **kwargs):
-  """`plt.subplots` (kept here so experiments need not import pyplot themselves)."""
-  return plt.subplots(*args, **kwargs)
+  """`(figure, axes)` without pyplot (`fcn_jax.figures.subplots`)."""
+  return figures.subplots(*args, **kwargs)
 
 
 def load_split(data: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray, np.ndarray]:

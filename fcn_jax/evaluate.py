@@ -24,10 +24,10 @@ import dataclasses
 from typing import Any
 
 import jax
-import matplotlib
 import numpy as np
 from flax import nnx
 
+from fcn_jax import figures
 from fcn_jax import files
 from fcn_jax import geometry
 from fcn_jax import models
@@ -35,8 +35,6 @@ from fcn_jax import stats
 from fcn_jax.data import catalog
 from fcn_jax.data import pipeline
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 @dataclasses.dataclass
@@ -195,7 +193,7 @@ def markdown(results: list[SizeResult], title: str) -> str:
 def plot_examples(results: list[SizeResult], task: str, path: str) -> str:
   """One row per size: input, target, prediction (of the image chosen as the module docstring
   says); written atomically as PNG."""
-  fig, axes = plt.subplots(len(results), 3, figsize=(9, 3 * len(results)), squeeze=False)
+  fig, axes = figures.subplots(len(results), 3, figsize=(9, 3 * len(results)), squeeze=False)
   for row, r in zip(axes, results):
     image, target, logits = r.example['image'], r.example['target'], r.example['logits']
     row[0].imshow(image[..., 0] if image.shape[-1] == 1 else image,
@@ -217,4 +215,4 @@ def plot_examples(results: list[SizeResult], task: str, path: str) -> str:
   for ax in axes.ravel():
     ax.axis('off')
   fig.tight_layout()
-  return files.save_figure(fig, path, dpi=80)
+  return figures.save(fig, path, dpi=80)

@@ -33,12 +33,3 @@ def write_text(path: str, text: str) -> str:
 
 def write_json(path: str, value: Any, **dump_kwargs) -> str:
   return write_text(path, json.dumps(value, **dump_kwargs))
-
-
-def save_figure(fig, path: str, **savefig_kwargs) -> str:
-  """Saves a matplotlib figure (PNG by `path`'s extension) and closes it."""
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  try:
-    return write_atomically(path, lambda tmp: fig.savefig(tmp, **savefig_kwargs))
-  finally:
-    plt.close(fig)

@@ -23,10 +23,10 @@ import pathlib
 import sys
 import time
 
-import matplotlib
 import numpy as np
 from absl import app
 from absl import flags
+from matplotlib import colormaps
 from PIL import Image
 
 from fcn_jax import errors
@@ -34,8 +34,6 @@ from fcn_jax import files
 from fcn_jax import geometry
 from fcn_jax import inference
 
-matplotlib.use('Agg')
-from matplotlib import colormaps  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 

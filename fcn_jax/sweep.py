@@ -40,17 +40,15 @@ import time
 import warnings
 from typing import Any, Sequence
 
-import matplotlib
 import numpy as np
 import optuna
 from absl import app
 from absl import flags
 
 from fcn_jax import errors
+from fcn_jax import figures
 from fcn_jax import files
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 # Heartbeats and retries of dead trials are marked experimental in Optuna; they are the point here.
@@ -383,7 +381,7 @@ def write_report(spec: SweepSpec, storage: str, workdir: str) -> str:
 def _plots(spec: SweepSpec, trials: Sequence[optuna.trial.FrozenTrial], workdir: str) -> None:
   done = [t for t in trials if t.value is not None]
   keys = sorted(spec.params)
-  fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
+  fig, axes = figures.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
   for ax, key in zip(axes[0], keys):
     xs = [t.params[key] for t in done]
     numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
@@ -395,7 +393,7 @@ def _plots(spec: SweepSpec, trials: Sequence[optuna.trial.FrozenTrial], workdir:
     ax.set_xlabel(key)
     ax.set_ylabel(spec.metric)
   _save(fig, os.path.join(workdir, 'params.png'))
-  fig, ax = plt.subplots(figsize=(5, 3.2))
+  fig, ax = figures.subplots(figsize=(5, 3.2))
   ax.plot([t.number for t in done], [t.value for t in done], 'o', label='trial')
   best = np.maximum.accumulate if spec.direction == 'maximize' else np.minimum.accumulate
   ax.step([t.number for t in done], best([t.value for t in done]), where='post',
@@ -408,7 +406,7 @@ def _plots(spec: SweepSpec, trials: Sequence[optuna.trial.FrozenTrial], workdir:
 
 def _save(fig, path: str) -> None:
   fig.tight_layout()
-  files.save_figure(fig, path, dpi=80)
+  figures.save(fig, path, dpi=80)
 
 
 # --------------------------------------------------------------------------

@@ -26,3 +26,28 @@ def test_batch_mesh_uses_the_most_devices_that_divide_the_batch():
   code = ('from fcn_jax import devices\n'
           'print(*(devices.batch_mesh(b).devices.size for b in (6, 1, 4, 7)))')
   assert _python(code, JAX_NUM_CPU_DEVICES='3') == ['3', '1', '2', '1']
+
+
+def test_importing_every_module_changes_nothing_in_the_process():
+  """No module of fcn_jax, its experiments or benchmarks selects a plotting backend, hides
+  devices from TensorFlow or sets a JAX flag when imported (keras, under TensorFlow, imports
+  pyplot itself: that alone selects no backend)."""
+  code = '\n'.join([
+      'import importlib, pkgutil',
+      'import jax, matplotlib, tensorflow as tf',
+      'backend = dict.__getitem__(matplotlib.rcParams, "backend")',
+      'visible = tf.config.get_visible_devices()',
+      'flags = {k: getattr(jax.config, k) for k in ("jax_debug_nans", "jax_enable_x64",',
+      '         "jax_default_matmul_precision", "jax_platforms")}',
+      'names = []',
+      'for package in ("fcn_jax", "experiments", "benchmarks"):',
+      '  module = importlib.import_module(package)',
+      '  names += [m.name for m in pkgutil.walk_packages(module.__path__, package + ".")',
+      '            if not m.name.endswith(("__main__", "torch_peers"))]',
+      'for name in names:',
+      '  importlib.import_module(name)',
+      'print(len(names) > 30,',
+      '      dict.__getitem__(matplotlib.rcParams, "backend") == backend,',
+      '      tf.config.get_visible_devices() == visible,',
+      '      {k: getattr(jax.config, k) for k in flags} == flags, jax.device_count())'])
+  assert _python(code) == ['True', 'True', 'True', 'True', '1']

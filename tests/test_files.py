@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from fcn_jax import figures
 from fcn_jax import files
 
 
@@ -32,13 +33,17 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
   assert os.listdir(tmp_path) == ['config.json']
 
 
-def test_save_figure_closes_it(tmp_path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
+def test_figures_are_made_and_saved_without_pyplot(tmp_path):
+  fig, ax = figures.subplots(1, 2, figsize=(2, 1))
+  ax[1].plot([0, 1])
+  path = figures.save(fig, str(tmp_path / 'plot.png'), dpi=40)
+  assert open(path, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+  assert os.listdir(tmp_path) == ['plot.png']
+
+
+def test_a_pyplot_figure_is_closed_once_saved(tmp_path):
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots()
   ax.plot([0, 1])
-  path = files.save_figure(fig, str(tmp_path / 'plot.png'), dpi=40)
-  assert open(path, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+  figures.save(fig, str(tmp_path / 'plot.png'), dpi=40)
   assert not plt.fignum_exists(fig.number)
-  assert os.listdir(tmp_path) == ['plot.png']

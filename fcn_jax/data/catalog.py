@@ -54,8 +54,24 @@ def _reachable(builder: tfds.core.DatasetBuilder, timeout: float = 3.0) -> bool:
     return False
 
 
+def keep_tensorflow_off_accelerators() -> None:
+  """Hides the GPUs from TensorFlow, which only runs the input pipeline: they belong to JAX.
+
+  Called by `prepared_builder`, before fcn_jax first touches a dataset. TensorFlow fixes its
+  devices when it first uses them, so a caller that ran TensorFlow on a GPU before keeps it there
+  (and this leaves it so); on a machine without GPUs there is nothing to hide.
+  """
+  if not tf.config.list_physical_devices('GPU'):
+    return
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+  except RuntimeError:  # TensorFlow has already initialised its devices
+    pass
+
+
 def prepared_builder(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
   """The tfds builder of `name`, generated (offline datasets) or downloaded if needed."""
+  keep_tensorflow_off_accelerators()
   base = base_name(name)
   builder = tfds.builder(name, data_dir=data_dir)
   if not builder.is_prepared():

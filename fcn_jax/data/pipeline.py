@@ -33,8 +33,6 @@ from fcn_jax import geometry
 from fcn_jax.data import catalog
 from fcn_jax.data import targets
 
-tf.config.set_visible_devices([], 'GPU')  # the accelerators belong to JAX
-
 TASKS = ('heatmap', 'classification', 'segmentation')
 
 

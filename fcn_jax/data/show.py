@@ -9,17 +9,14 @@ centres as dots), or instance ids, or the class label in the title.
 
 import os
 
-import matplotlib
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import app
+from absl import flags
+from matplotlib.figure import Figure
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
-import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top,wrong-import-position
-from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
-from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-from fcn_jax import files  # pylint: disable=g-import-not-at-top,wrong-import-position
-from fcn_jax.data import catalog  # pylint: disable=g-import-not-at-top,wrong-import-position
+from fcn_jax import figures
+from fcn_jax.data import catalog
 
 FLAGS = flags.FLAGS
 
@@ -33,13 +30,13 @@ def define_flags() -> None:
   flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: tfds default).')
 
 
-def grid(name: str, split: str, num: int, data_dir: str | None = None) -> plt.Figure:
+def grid(name: str, split: str, num: int, data_dir: str | None = None) -> Figure:
   """A figure with one column per example: image on top, labels below."""
   ds = catalog.load(name, split, data_dir=data_dir).map(catalog.standardize(name)).take(num)
   examples = list(tfds.as_numpy(ds))
   dense = any(k in examples[0] for k in ('mask', 'instances'))
   rows = 2 if dense else 1
-  fig, axes = plt.subplots(rows, len(examples), figsize=(2.6 * len(examples), 2.6 * rows),
+  fig, axes = figures.subplots(rows, len(examples), figsize=(2.6 * len(examples), 2.6 * rows),
                            squeeze=False)
   for col, ex in enumerate(examples):
     image = ex['image']
@@ -70,7 +67,7 @@ def main(argv):
   os.makedirs(FLAGS.out, exist_ok=True)
   fig = grid(FLAGS.dataset, FLAGS.split, FLAGS.num, FLAGS.data_dir)
   path = os.path.join(FLAGS.out, f'{FLAGS.dataset.replace("/", "_")}_{FLAGS.split}.png')
-  files.save_figure(fig, path, dpi=100)
+  figures.save(fig, path, dpi=100)
   print(path)
 
 
