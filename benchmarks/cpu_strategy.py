@@ -52,7 +52,8 @@ def _turn_off(rewrites) -> None:
   """Puts XLA's own op where each named rewrite of fcn_jax.lowering is (this process only)."""
   from fcn_jax import lowering as lo  # pylint: disable=g-import-not-at-top
   patches = {
-      'strided_tap_conv': ('conv', lo._xla_conv),
+      'strided_tap_conv': ('conv', lambda x, k, s, p, d=(1, 1), g=1, policy='auto':
+                           lo._xla_conv(x, k, s, p, d, g)),
       'subpixel': ('_subpixel_conv_transpose', lo._xla_conv_transpose),
   }
   for name in rewrites:

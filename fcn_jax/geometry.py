@@ -174,14 +174,15 @@ class Window(Node):
           f'{"dilated " if d > 1 else ""}window {k_eff}')
     if self.pad_limit == 'reflect' and max(lo, hi) >= n:
       raise errors.GeometryError(f'{self.name}: reflect padding {max(lo, hi)} needs input > '
-                          f'{max(lo, hi)}, got {n}')
+                                 f'{max(lo, hi)}, got {n}')
     if self.pad_limit == 'circular' and max(lo, hi) > n:
       raise errors.GeometryError(f'{self.name}: circular padding {max(lo, hi)} needs input >= '
-                          f'{max(lo, hi)}, got {n}')
+                                 f'{max(lo, hi)}, got {n}')
     out, left_over = divmod(n + lo + hi - k_eff, s)
     if self.exact and left_over:
-      raise errors.GeometryError(f'{self.name}: input size {n} leaves {left_over} position(s) unused '
-                          f'by stride {s} (this layer requires an exact fit)')
+      raise errors.GeometryError(
+          f'{self.name}: input size {n} leaves {left_over} position(s) unused '
+          f'by stride {s} (this layer requires an exact fit)')
     if self.ceil and left_over:
       # PyTorch/Caffe ceil mode: one more window, unless it would start in the bottom padding.
       out += (out + 1) * s < n + lo
@@ -220,7 +221,7 @@ class Transpose(Node):
     out = (n - 1) * s - lo - hi + k_eff + self.extra[a]
     if n < 1 or out < 1:
       raise errors.GeometryError(f'{self.name}: input size {n} gives output size {out} '
-                          f'after cropping {lo}+{hi}')
+                                 f'after cropping {lo}+{hi}')
     s_ = _frac(s)
     return out, Field(size=(k_eff - 1) / s_ + 1, jump=1 / s_, start=(lo - (k_eff - 1)) / s_)
 
@@ -283,8 +284,9 @@ class Dense(Node):
 
   def axis(self, n, a):
     if n != self.size[a]:
-      raise errors.GeometryError(f'{self.name}: a flatten+dense layer built for {self.size[a]} '
-                          f'positions cannot take {n} (convolutionalize it to run at any size)')
+      raise errors.GeometryError(
+          f'{self.name}: a flatten+dense layer built for {self.size[a]} '
+          f'positions cannot take {n} (convolutionalize it to run at any size)')
     return 1, Field(size=_frac(n), jump=_frac(n), start=Fraction(0))
 
   def channels(self, c):
@@ -373,8 +375,9 @@ class Merge(Node):
     offsets = []
     for b, (size, field) in enumerate(zip(sizes, fields)):
       if field.jump != ref.jump:
-        raise errors.GeometryError(f'{self.name}: branch {b} has stride {field.jump}, the reference '
-                            f'branch {ref.jump}; they cannot be merged')
+        raise errors.GeometryError(
+            f'{self.name}: branch {b} has stride {field.jump}, the reference '
+            f'branch {ref.jump}; they cannot be merged')
       offset = (ref.centre - field.centre) / ref.jump
       if offset.denominator != 1 or offset < 0 or offset + ref_size > size:
         raise errors.GeometryError(
@@ -642,7 +645,7 @@ def node_of(layer: Any, name: str | None = None) -> Node:
 
 
 def count_params(module: Any) -> int:
-  """Number of `nnx.Param` entries of a module (0 for plain functions); works on abstract modules."""
+  """Number of `nnx.Param` entries of a module (0 for plain functions), also of abstract ones."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
   if not isinstance(module, nnx.Module):
     return 0

@@ -47,7 +47,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 def load_trained(workdir: str, step: int | None = None) -> tuple[nnx.Module, Any]:
   """The model of a training run with the parameters of checkpoint `step` (default: latest)."""
   config = load_config(workdir)
-  model = models.get_model(config.model, rngs=nnx.Rngs(0))
+  model = layers.set_lowering(models.get_model(config.model, rngs=nnx.Rngs(0)),
+                              config.get('lowering', 'auto'))
   directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
   steps = manager.all_steps() if os.path.isdir(directory) else []
@@ -106,9 +107,11 @@ def _leaf_origin(node: geometry.Node, n: int, origin: int, a: int) -> int:
     return origin * node.factor[a]
   if isinstance(node, geometry.Pointwise):
     if not node.local:
-      raise errors.TilingError(f'{node.name} mixes statistics over the whole image: no exact tiling')
+      raise errors.TilingError(
+          f'{node.name} mixes statistics over the whole image: no exact tiling')
     return origin
-  raise errors.TilingError(f'{type(node).__name__} {node.name!r} sees the whole input: no exact tiling')
+  raise errors.TilingError(
+      f'{type(node).__name__} {node.name!r} sees the whole input: no exact tiling')
 
 
 def plan(node: geometry.Node, n: int, tile: int, origin: int, a: int,
@@ -130,8 +133,9 @@ def plan(node: geometry.Node, n: int, tile: int, origin: int, a: int,
     whole = node.offsets(n, a)[1]
     local = node.offsets(tile, a)[1]
     if whole != local:
-      raise errors.TilingError(f'{node.name}: crop offsets depend on the input size ({whole} for the '
-                        f'image, {local} for a tile)')
+      raise errors.TilingError(
+          f'{node.name}: crop offsets depend on the input size ({whole} for the '
+          f'image, {local} for a tile)')
     outs = [plan(b, n, tile, origin, a, extents) for b in node.branches]
     n_out, ref_origin = outs[node.reference]
     if node.combine == 'crop':
@@ -158,9 +162,10 @@ def _check_mirror_sources(node: geometry.Node, lo: int, hi: int, tile: int, a: i
   inside_lo, inside_hi = max(lo, 0), min(hi, tile)
   if ((lo > 0 and pad_lo and not lo + reach(lo, pad_lo) < inside_hi) or
       (hi < tile and pad_hi and not hi - 1 - reach(tile - hi, pad_hi) >= inside_lo)):
-    raise errors.TilingError(f'{node.name}: a tile of {tile} positions along axis {a} at this layer '
-                      f'does not hold the image positions its {fill} padding copies at the image '
-                      f'border; use a larger tile')
+    raise errors.TilingError(
+        f'{node.name}: a tile of {tile} positions along axis {a} at this layer '
+        f'does not hold the image positions its {fill} padding copies at the image '
+        f'border; use a larger tile')
 
 
 def alignment(node: geometry.Node, a: int) -> int:
@@ -295,8 +300,8 @@ def check_tile(model: nnx.Module, tile: int) -> None:
     halo = axis_tiling(g, n, a, tile).halo if n else 0
     if tile < halo:
       raise errors.TilingError(f'tile {tile} is smaller than the {halo}-pixel halo of context that '
-                        f'{g.name} needs around each tile; use a tile of at least {halo} '
-                        f'(better {4 * halo})')
+                               f'{g.name} needs around each tile; use a tile of at least {halo} '
+                               f'(better {4 * halo})')
 
 
 _TRACES = {'tiled': 0}

@@ -34,7 +34,7 @@ from jax import lax
 
 from fcn_jax import errors
 from fcn_jax import geometry
-from fcn_jax import lowering
+from fcn_jax import lowering as lowering_lib
 
 Pair = tuple[int, int]
 PaddingLike = str | int | Sequence[int] | Sequence[Sequence[int]]
@@ -158,7 +158,8 @@ class Conv(nnx.Module):
                *, stride: int | Sequence[int] = 1, dilation: int | Sequence[int] = 1,
                groups: int = 1, padding: PaddingLike = 'same', padding_mode: str = 'zeros',
                use_bias: bool = True, kernel_init=default_kernel_init,
-               bias_init=nnx.initializers.zeros_init(), dtype: Any = None, rngs: nnx.Rngs):
+               bias_init=nnx.initializers.zeros_init(), dtype: Any = None,
+               lowering: str = 'auto', rngs: nnx.Rngs):
     if in_channels % groups or out_channels % groups:
       raise errors.ConfigError(f'groups={groups} must divide in_channels={in_channels} and '
                                f'out_channels={out_channels}')
@@ -172,6 +173,7 @@ class Conv(nnx.Module):
     self.padding = resolve_padding(padding, self.kernel_size, self.dilation)
     self.padding_mode = padding_mode
     self.dtype = dtype
+    self.lowering = lowering_lib.check(lowering)  # 'auto' | 'xla' | 'cpu': fcn_jax.lowering
     self.kernel = nnx.Param(kernel_init(
         rngs.params(), (*self.kernel_size, in_channels // groups, out_channels), jnp.float32))
     self.bias = (nnx.Param(bias_init(rngs.params(), (out_channels,), jnp.float32))
@@ -197,10 +199,21 @@ class Conv(nnx.Module):
     if self.padding_mode != 'zeros':
       x = jnp.pad(x, ((0, 0), *padding, (0, 0)), mode=PADDING_MODES[self.padding_mode])
       padding = ((0, 0), (0, 0))
-    y = lowering.conv(x, kernel, self.stride, padding, self.dilation, self.groups)
+    y = lowering_lib.conv(x, kernel, self.stride, padding, self.dilation, self.groups,
+                          self.lowering)
     if self.bias is not None:
       y = y + self.bias[...].astype(dtype)
     return y
+
+
+def set_lowering(model: nnx.Module, policy: str) -> nnx.Module:
+  """Sets how every convolution of `model` is lowered ('auto' | 'xla' | 'cpu', see
+  `fcn_jax.lowering`), in place; returns `model`."""
+  lowering_lib.check(policy)
+  for _, module in nnx.iter_graph(model):
+    if isinstance(module, (Conv, ConvTranspose)):
+      module.lowering = policy
+  return model
 
 
 def pointwise(in_channels: int, out_channels: int, *, rngs: nnx.Rngs, **kwargs) -> Conv:
@@ -233,7 +246,7 @@ class ConvTranspose(nnx.Module):
                *, stride: int | Sequence[int] = 1, padding: int | Sequence[Any] = 0,
                output_padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1,
                use_bias: bool = True, init: str = 'lecun', kernel_init=default_kernel_init,
-               dtype: Any = None, rngs: nnx.Rngs):
+               dtype: Any = None, lowering: str = 'auto', rngs: nnx.Rngs):
     self.in_channels, self.out_channels = in_channels, out_channels
     self.kernel_size = _pair(kernel_size, 'kernel_size')
     self.stride = _pair(stride, 'stride')
@@ -246,6 +259,7 @@ class ConvTranspose(nnx.Module):
             f'output_padding {self.output_padding} must be smaller than the stride '
             f'{self.stride} or dilation {self.dilation}')
     self.dtype = dtype
+    self.lowering = lowering_lib.check(lowering)  # 'auto' | 'xla' | 'cpu': fcn_jax.lowering
     shape = (*self.kernel_size, in_channels, out_channels)
     if init == 'bilinear':
       if in_channels != out_channels or self.kernel_size[0] != self.kernel_size[1]:
@@ -273,8 +287,9 @@ class ConvTranspose(nnx.Module):
     _check(self, x)
     x = _tile_border(self, x, 'zeros')
     dtype = self.dtype or x.dtype
-    y = lowering.conv_transpose(x.astype(dtype), self.kernel[...].astype(dtype), self.stride,
-                                self.padding, self.output_padding, self.dilation)
+    y = lowering_lib.conv_transpose(x.astype(dtype), self.kernel[...].astype(dtype),
+                                    self.stride, self.padding, self.output_padding,
+                                    self.dilation, self.lowering)
     if self.bias is not None:
       y = y + self.bias[...].astype(dtype)
     return y

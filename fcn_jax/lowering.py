@@ -23,6 +23,12 @@ for every conv, the weight gradient in batch chunks, bfloat16.
 Every rewrite is exact up to float rounding (`tests/test_lowering.py` compares values
 and gradients with `lax.conv_general_dilated`); grouped or dilated convolutions, and
 symbolic sizes (`jax.export`), use XLA's own ops.
+
+The rewrites were measured on XLA:CPU only; on a GPU or TPU they would replace the vendor's
+convolution kernels (cuDNN) with ones tuned for another machine. So each op takes a `policy`
+(the layers' `lowering` attribute, `config.lowering`): 'cpu' applies the rewrites, 'xla' uses
+XLA's own ops, and 'auto' (the default) is 'cpu' when the op is traced for the CPU backend and
+'xla' on any other (`resolve`).
 """
 
 import functools
@@ -32,8 +38,26 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from fcn_jax import errors
+
 Pair = tuple[int, int]
 DIMS = ('NHWC', 'HWIO', 'NHWC')
+POLICIES = ('auto', 'xla', 'cpu')
+
+
+def check(policy: str) -> str:
+  """`policy`, if it is one of POLICIES."""
+  if policy not in POLICIES:
+    raise errors.ConfigError(f'lowering must be one of {POLICIES}, got {policy!r}')
+  return policy
+
+
+def resolve(policy: str) -> str:
+  """'cpu' (apply the rewrites) or 'xla' (XLA's own ops) for `policy`: 'auto' is 'cpu' when
+  JAX's default backend is the CPU, 'xla' on a GPU or TPU."""
+  if check(policy) == 'auto':
+    return 'cpu' if jax.default_backend() == 'cpu' else 'xla'
+  return policy
 
 
 def _concrete(x: jax.Array) -> bool:
@@ -45,9 +69,11 @@ def _taps(k: int, s: int) -> int:
 
 
 def conv(x: jax.Array, kernel: jax.Array, stride: Pair, padding: Sequence[Pair],
-         dilation: Pair = (1, 1), groups: int = 1) -> jax.Array:
-  """`lax.conv_general_dilated(x, kernel, stride, padding, rhs_dilation=dilation)`, NHWC/HWIO."""
-  if groups == 1 and dilation == (1, 1) and stride != (1, 1) and _concrete(x):
+         dilation: Pair = (1, 1), groups: int = 1, policy: str = 'auto') -> jax.Array:
+  """`lax.conv_general_dilated(x, kernel, stride, padding, rhs_dilation=dilation)`, NHWC/HWIO,
+  with the CPU rewrites where `policy` resolves to 'cpu'."""
+  if (resolve(policy) == 'cpu' and groups == 1 and dilation == (1, 1) and stride != (1, 1)
+      and _concrete(x)):
     return _tap_conv(x, kernel, tuple(stride), tuple(map(tuple, padding)))
   return _xla_conv(x, kernel, stride, padding, dilation, groups)
 
@@ -79,7 +105,8 @@ def _tap_conv_bwd(stride, padding, residuals, g):
     # pass's floor division dropped.
     dropped = tuple((n + lo + hi - k) % s for n, (lo, hi), k, s in
                     zip(x.shape[1:3], padding, (kh, kw), stride))
-    dx = conv_transpose(g, kernel.transpose(0, 1, 3, 2), stride, padding, dropped)
+    dx = conv_transpose(g, kernel.transpose(0, 1, 3, 2), stride, padding, dropped,
+                        policy='cpu')
   (sh, sw), (oh, ow) = stride, g.shape[1:3]
   (top, bottom), (left, right) = padding
   xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (top, bottom, 0), (left, right, 0),
@@ -94,12 +121,15 @@ _tap_conv.defvjp(_tap_conv_fwd, _tap_conv_bwd)
 
 
 def conv_transpose(x: jax.Array, kernel: jax.Array, stride: Pair, padding: Sequence[Pair],
-                   output_padding: Pair = (0, 0), dilation: Pair = (1, 1)) -> jax.Array:
-  """`torch.nn.functional.conv_transpose2d` semantics, NHWC input, `(kh, kw, in, out)` kernel.
+                   output_padding: Pair = (0, 0), dilation: Pair = (1, 1),
+                   policy: str = 'auto') -> jax.Array:
+  """`torch.nn.functional.conv_transpose2d` semantics, NHWC input, `(kh, kw, in, out)` kernel,
+  as the sub-pixel form where `policy` resolves to 'cpu'.
 
   Output `(n - 1)*s - lo - hi + d*(k - 1) + 1 + output_padding` per axis.
   """
-  if stride == (1, 1) or dilation != (1, 1) or not _concrete(x):
+  if (resolve(policy) != 'cpu' or stride == (1, 1) or dilation != (1, 1)
+      or not _concrete(x)):
     return _xla_conv_transpose(x, kernel, stride, padding, output_padding, dilation)
   return _subpixel_conv_transpose(x, kernel, tuple(stride), padding, output_padding)
 

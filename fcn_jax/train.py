@@ -55,6 +55,7 @@ from fcn_jax import errors
 from fcn_jax import evaluate
 from fcn_jax import files
 from fcn_jax import geometry
+from fcn_jax import layers
 from fcn_jax import losses
 from fcn_jax import models
 from fcn_jax import optim
@@ -198,6 +199,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   local_batch = config.batch_size // jax.process_count()
 
   model = models.get_model(config.model, rngs=nnx.Rngs(config.seed))
+  layers.set_lowering(model, config.get('lowering', 'auto'))
   optimizer = nnx.Optimizer(model, optim.make_optimizer(config), wrt=nnx.Param)
   g = geometry.of(model)
   logging.info('%s: %d parameters, receptive field %s, stride %s', g.name, g.params,

@@ -4,9 +4,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from jax import lax
 
+from fcn_jax import errors
+from fcn_jax import layers
 from fcn_jax import lowering
+from fcn_jax import models
 
 
 def _cases(seed, count):
@@ -74,3 +78,42 @@ def test_grouped_and_dilated_convs_use_xla():
   grouped = lowering.conv(x, jnp.ones((3, 3, 2, 4)), (2, 2), ((1, 1), (1, 1)), groups=2)
   dilated = lowering.conv(x, jnp.ones((3, 3, 4, 2)), (2, 2), ((2, 2), (2, 2)), dilation=(2, 2))
   assert grouped.shape == (1, 5, 5, 4) and dilated.shape == (1, 5, 5, 2)
+
+
+def test_auto_applies_the_cpu_rewrites_on_the_cpu_backend_only(monkeypatch):
+  assert lowering.resolve('auto') == 'cpu'  # these tests run on XLA:CPU
+  assert (lowering.resolve('xla'), lowering.resolve('cpu')) == ('xla', 'cpu')
+  with pytest.raises(errors.ConfigError, match='lowering must be one of'):
+    lowering.resolve('cudnn')
+  x, kernel = jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
+
+  def traced(policy):  # the jaxpr of the gradient: the rewrites are custom VJPs
+    return str(jax.make_jaxpr(jax.grad(lambda k: lowering.conv(
+        x, k, (2, 2), ((1, 1), (1, 1)), policy=policy).sum()))(kernel))
+
+  assert 'custom_vjp' in traced('auto') and 'custom_vjp' in traced('cpu')
+  assert 'custom_vjp' not in traced('xla')
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert lowering.resolve('auto') == 'xla'
+  assert 'custom_vjp' not in traced('auto')  # on a GPU: XLA's (cuDNN's) own convolutions
+  assert 'custom_vjp' in traced('cpu')
+
+
+@pytest.mark.parametrize('config', [
+    dict(name='patch_net', features=(4, 8), head=(6, 1), kernel_size=3),  # strided convs
+    dict(name='unet', depth=2, width=4, padding='same'),  # transposed convs
+])
+def test_both_policies_give_one_model_the_same_outputs_and_gradients(config):
+  images = jnp.asarray(np.random.default_rng(0).random((2, 16, 16, 3 if 'head' in config else 1)),
+                       jnp.float32)
+  results = {}
+  for policy in ('xla', 'cpu'):
+    model = layers.set_lowering(models.get_model(config, rngs=nnx.Rngs(0)), policy)
+    assert {m.lowering for _, m in nnx.iter_graph(model)
+            if isinstance(m, (layers.Conv, layers.ConvTranspose))} == {policy}
+    loss = lambda m: (m(images) ** 2).mean()  # pylint: disable=unnecessary-lambda-assignment
+    value, grads = nnx.value_and_grad(loss)(model)
+    results[policy] = (value, jax.tree.leaves(nnx.state(grads, nnx.Param)))
+  np.testing.assert_allclose(results['xla'][0], results['cpu'][0], rtol=1e-5)
+  for a, b in zip(results['xla'][1], results['cpu'][1]):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
