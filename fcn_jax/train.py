@@ -78,9 +78,10 @@ def define_flags() -> None:
   flags.mark_flags_as_required(['config'])
 
 
-# Fields that may change between runs in one workdir (extending or re-scheduling a run).
+# Fields that may change between runs in one workdir (extending or re-scheduling a run, or
+# moving it to another backend: the lowerings agree up to float rounding).
 RESUMABLE_CHANGES = ('num_train_steps', 'log_every', 'eval_every', 'checkpoint_every',
-                     'max_eval_images')
+                     'max_eval_images', 'lowering')
 
 
 class Interrupted(Exception):
