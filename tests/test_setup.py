@@ -1,8 +1,10 @@
 """setup.sh finds a Python that fcn_jax supports, or says in one line what it looked for."""
 
 import os
+import pathlib
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -66,3 +68,15 @@ def test_fcn_jax_python_of_the_wrong_version_is_refused(tmp_path, version):
   assert out.returncode == 1 and out.stdout == ''
   assert out.stderr.strip().splitlines() == [
       f'setup.sh: FCN_JAX_PYTHON={chosen} is Python {version or "?"}, not one of 3.12 3.13']
+
+
+def test_a_hanging_test_fails_at_the_time_limit(tmp_path):
+  """pytest.ini's timeout is active: a test that hangs fails instead of stalling CI."""
+  (tmp_path / 'test_hang.py').write_text('import time\n\ndef test_hang():\n  time.sleep(60)\n')
+  (tmp_path / 'pytest.ini').write_text(
+      (pathlib.Path(__file__).parent.parent / 'pytest.ini').read_text().replace(
+          'timeout = 600', 'timeout = 2'))
+  out = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+                        str(tmp_path / 'test_hang.py')], cwd=tmp_path, capture_output=True,
+                       text=True, check=False, timeout=50)
+  assert out.returncode == 1 and 'Timeout (>2.0s)' in out.stdout, out.stdout[-1000:]
