@@ -92,8 +92,22 @@ def predict(model: nnx.Module, image: np.ndarray) -> np.ndarray:
 
 
 
+def _refusal(node: geometry.Node) -> str | None:
+  """Why the outputs of a layer cannot be assembled from tiles, or None if they can."""
+  if isinstance(node, geometry.Resize) and node.factor is None:
+    return f'{node.name}: resizing to a fixed size cannot be tiled'
+  if isinstance(node, geometry.Pointwise) and not node.local:
+    return f'{node.name} mixes statistics over the whole image: no exact tiling'
+  if not isinstance(node, (geometry.Window, geometry.Transpose, geometry.Resize,
+                           geometry.Pointwise, geometry.Chain, geometry.Merge)):
+    return f'{type(node).__name__} {node.name!r} sees the whole input: no exact tiling'
+  return None
+
+
 def _leaf_origin(node: geometry.Node, n: int, origin: int, a: int) -> int:
   """Absolute origin, on the node's output grid, of a tile whose input starts at `origin`."""
+  if _refusal(node):
+    raise errors.TilingError(_refusal(node))
   if isinstance(node, geometry.Window):
     step = node.stride[a]
     if origin % step:
@@ -102,16 +116,9 @@ def _leaf_origin(node: geometry.Node, n: int, origin: int, a: int) -> int:
   if isinstance(node, geometry.Transpose):
     return origin * node.stride[a]
   if isinstance(node, geometry.Resize):
-    if node.factor is None:
-      raise errors.TilingError(f'{node.name}: resizing to a fixed size cannot be tiled')
     return origin * node.factor[a]
-  if isinstance(node, geometry.Pointwise):
-    if not node.local:
-      raise errors.TilingError(
-          f'{node.name} mixes statistics over the whole image: no exact tiling')
-    return origin
-  raise errors.TilingError(
-      f'{type(node).__name__} {node.name!r} sees the whole input: no exact tiling')
+  assert isinstance(node, geometry.Pointwise), node  # _refusal lets nothing else through
+  return origin
 
 
 def plan(node: geometry.Node, n: int, tile: int, origin: int, a: int,
@@ -218,6 +225,9 @@ class AxisTiling:
 
 def axis_tiling(g: geometry.Geometry, n: int, a: int, tile: int) -> AxisTiling:
   """Window size, step and halo for tiles of about `tile` input pixels along axis `a`."""
+  for leaf in geometry.iter_leaves(g.node):
+    if _refusal(leaf):
+      raise errors.TilingError(f'{g.name}: {_refusal(leaf)}')
   out_size, field = g._axis(n, a)  # pylint: disable=protected-access
   jump = field.jump
   if jump.denominator != 1:

@@ -9,6 +9,7 @@ from flax import nnx
 from fcn_jax import errors
 from fcn_jax import geometry
 from fcn_jax import inference
+from fcn_jax import layers
 from fcn_jax import models
 from tests import test_geometry
 
@@ -73,6 +74,37 @@ def test_models_that_see_the_whole_image_are_refused():
                            rngs=nnx.Rngs(0))
   with pytest.raises(errors.TilingError, match='GroupNorm'):
     inference.predict_tiled(group, np.zeros((32, 32, 1), np.float32))
+
+
+class _ConvThen(nnx.Module):
+  """A user's model: a conv, then `layer` (for the refusals below)."""
+
+  def __init__(self, layer):
+    self.conv, self.layer = layers.Conv(3, 4, 3, rngs=nnx.Rngs(0)), layer
+
+  @property
+  def geometry(self):
+    return geometry.chain('conv_then', self.conv.geometry, geometry.node_of(self.layer))
+
+  def __call__(self, x):
+    return self.layer(self.conv(x))
+
+
+@pytest.mark.parametrize('case', ['circular', 'dense', 'layer_norm', 'group_norm', 'fixed_resize'])
+def test_every_untileable_model_is_refused_with_a_tiling_error(case):
+  model, match = {
+      'circular': (models.get_model(dict(name='patch_net', padding_mode='circular'),
+                                    rngs=nnx.Rngs(0)), "padding 'circular' cannot be tiled"),
+      'dense': (models.get_model(dict(name='dense_classifier', in_channels=3),
+                                 rngs=nnx.Rngs(0)), 'sees the whole input'),
+      'layer_norm': (_ConvThen(nnx.LayerNorm(4, rngs=nnx.Rngs(0))), 'LayerNorm mixes statistics'),
+      'group_norm': (_ConvThen(nnx.GroupNorm(4, num_groups=2, rngs=nnx.Rngs(0))),
+                     'GroupNorm mixes statistics'),
+      'fixed_resize': (_ConvThen(layers.Upsample(factor=None, size=(16, 16))),
+                       'resizing to a fixed size'),
+  }[case]
+  with pytest.raises(errors.TilingError, match=match):
+    inference.predict_tiled(model, np.zeros((64, 64, 3), np.float32), tile=16)
 
 
 def test_out_of_core_from_a_memmap_resumes_after_interruption(tmp_path, monkeypatch):
