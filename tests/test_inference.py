@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 from flax import nnx
 import pytest
@@ -18,12 +19,36 @@ from fcn_jax import train
 
 
 @pytest.fixture(scope='module')
-def workdir(tmp_path_factory):
+def trained(tmp_path_factory):
+  """A finished 3-step run (checkpoints at steps 2 and 3): its workdir and final state."""
   config = default.get_config('runlocal')
   config.data.data_dir = str(tmp_path_factory.mktemp('tfds'))
   path = str(tmp_path_factory.mktemp('run'))
-  train.train_and_evaluate(config, path)
-  return path
+  out = train.train_and_evaluate(config, path)
+  return path, out['state']
+
+
+@pytest.fixture(scope='module')
+def workdir(trained):
+  return trained[0]
+
+
+def _params(state):
+  return jax.tree.leaves(nnx.state(state, nnx.Param) if isinstance(state, nnx.Module) else
+                         nnx.filter_state(state, nnx.Param))
+
+
+def test_load_trained_returns_the_trained_parameters(trained):
+  workdir, final = trained
+  model, config = inference.load_trained(workdir)
+  loaded = _params(model)
+  assert len(loaded) == len(_params(final)) > 0
+  for a, b in zip(loaded, _params(final)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # bitwise: the run's last state
+  fresh = _params(models.get_model(config.model, rngs=nnx.Rngs(config.seed)))
+  assert any(not np.array_equal(a, b) for a, b in zip(loaded, fresh))  # not a new init
+  earlier = _params(inference.load_trained(workdir, step=2)[0])
+  assert any(not np.array_equal(a, b) for a, b in zip(loaded, earlier))  # step 3 is not step 2
 
 
 def test_loaded_model_predicts_like_the_trained_one(workdir):
