@@ -355,3 +355,29 @@ def test_show_writes_a_png(data_dir, tmp_path):
   path = tmp_path / 'fcn_cells_tiny_train.png'
   assert path.exists() and path.read_bytes()[:4] == b'\x89PNG'
   assert os.path.getsize(path) > 5000
+
+
+@pytest.mark.parametrize('transforms', [('flip',), ('vflip',), ('rot90',),
+                                        ('flip', 'vflip', 'rot90')])
+def test_augmentation_moves_labels_and_centres_with_the_pixels(transforms):
+  """Each pixel carries its id in the image; after any draw of the transforms, the mask, the
+  weight map and every centre must still sit on the pixel they were made for."""
+  h = w = 8
+  ids = np.arange(h * w, dtype=np.float32).reshape(h, w)
+  image = np.stack([ids / (h * w), np.zeros_like(ids), np.zeros_like(ids)], -1)
+  markers = [(0, 1), (2, 6), (7, 3)]  # (row, col) of the pixels the centres mark
+  ex = {'image': tf.constant(image), 'mask': tf.constant((ids % 5).astype(np.int32)),
+        'weight': tf.constant(ids / 10),
+        'centres': tf.constant([[r + 0.5, c + 0.5] for r, c in markers], tf.float32)}
+  changed = 0
+  for seed in range(12):
+    out = pipeline._augment(ex, (h, w), {t: True for t in transforms},  # pylint: disable=protected-access
+                            tf.constant([seed, 7]))
+    got_ids = np.rint(out['image'].numpy()[..., 0] * h * w).astype(int)
+    assert sorted(got_ids.ravel()) == list(range(h * w))  # a permutation of the pixels
+    np.testing.assert_array_equal(out['mask'].numpy(), got_ids % 5)
+    np.testing.assert_allclose(out['weight'].numpy(), got_ids / 10, rtol=1e-6)
+    for (r, c), (y, x) in zip(markers, out['centres'].numpy()):
+      assert got_ids[int(y), int(x)] == r * w + c
+    changed += not np.array_equal(got_ids, ids)
+  assert changed >= 3  # the transforms did fire
