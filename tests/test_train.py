@@ -8,9 +8,13 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
+from fcn_jax import models
+from fcn_jax import optim
 from fcn_jax import train
 from tests import mock_catalog
 
@@ -157,5 +161,27 @@ def test_bfloat16_compute_trains_close_to_float32(data_dir, tmp_path):
   first = [_losses(tmp_path / d)[0] for d in ('f32', 'bf16')]
   assert np.isfinite(bf16['train_loss'])
   np.testing.assert_allclose(first[1], first[0], rtol=2e-2)
+  assert _losses(tmp_path / 'f32') != _losses(tmp_path / 'bf16')  # bf16 did run: rounding differs
   assert all(x.dtype == np.float32 for x in jax.tree.leaves(bf16['state'])
              if np.issubdtype(np.asarray(x).dtype, np.floating))
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+def test_compute_dtype_is_the_dtype_of_the_training_convolutions(dtype):
+  """The jaxpr of a training step: with bfloat16, every convolution (forward and backward)
+  takes bfloat16 operands; with float32, none does. Parameters stay float32."""
+  config = runlocal('default', None, compute_dtype=dtype)
+  model = models.get_model(config.model, rngs=nnx.Rngs(0))
+  optimizer = nnx.Optimizer(model, optim.make_optimizer(config), wrt=nnx.Param)
+  graphdef, state = nnx.split((model, optimizer))
+  batch = {'image': jnp.ones((2, 64, 64, 3)), 'target': jnp.zeros((2, 8, 8, 1))}
+
+  def step(state, batch):
+    model, optimizer = nnx.merge(graphdef, state)
+    return train._train_step(model, optimizer, batch, 'heatmap', None, dtype)  # pylint: disable=protected-access
+
+  convs = [line for line in str(jax.make_jaxpr(step)(state, batch)).splitlines()
+           if 'conv_general_dilated[' in line]
+  assert len(convs) >= 6  # three conv blocks and the head, forward and backward
+  in_bf16 = [('bf16[' in line) for line in convs]
+  assert all(in_bf16) if dtype == 'bfloat16' else not any(in_bf16)
