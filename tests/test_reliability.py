@@ -63,9 +63,17 @@ def test_sigkill_then_same_command_gives_bitwise_identical_parameters(straight, 
   process = _start(tmp_path)
   _wait_for_steps(process, tmp_path, kill_after_steps)
   process.send_signal(signal.SIGKILL)
-  process.wait()
+  assert process.wait() == -signal.SIGKILL  # the kill landed while the run was training
+  logged = _steps_logged(tmp_path)
+  assert kill_after_steps <= logged < 12
   out = subprocess.run(_command(tmp_path), cwd=ROOT, capture_output=True, text=True, check=False)
   assert out.returncode == 0, out.stderr[-2000:]
+  resumed = [int(line.rsplit(' ', 1)[1]) for line in out.stderr.splitlines()
+             if 'resumed from step' in line]
+  if resumed:  # from a periodic checkpoint (every 3 steps) the killed run had reached
+    assert resumed[0] % 3 == 0 and 0 < resumed[0] <= logged, out.stderr[-2000:]
+  else:  # by step 6 the step-3 checkpoint is complete (orbax finishes one save before the next)
+    assert logged < 6, out.stderr[-2000:]
   for a, b in zip(_params(tmp_path), straight, strict=True):
     np.testing.assert_array_equal(a, b)
 

@@ -74,18 +74,24 @@ def test_catalog_config_trains_on_mock_data(monkeypatch, tmp_path):
   assert out['step'] == 3
 
 
-def test_resume_gives_bitwise_identical_parameters(data_dir, tmp_path):
-  straight = train.train_and_evaluate(runlocal('default', data_dir, num_train_steps=4),
+@pytest.mark.parametrize('name, overrides', [
+    ('default', {}),
+    ('fcn8s_shapes', {}),  # dropout: its random state is part of the checkpoint
+    ('unet_cells', {'model.norm': 'batch'}),  # batch norm: its running statistics too
+])
+def test_resume_gives_bitwise_identical_parameters(name, overrides, data_dir, tmp_path):
+  straight = train.train_and_evaluate(runlocal(name, data_dir, num_train_steps=4, **overrides),
                                       str(tmp_path / 'straight'))
-  train.train_and_evaluate(runlocal('default', data_dir, num_train_steps=2),
+  train.train_and_evaluate(runlocal(name, data_dir, num_train_steps=2, **overrides),
                            str(tmp_path / 'resumed'))
-  resumed = train.train_and_evaluate(runlocal('default', data_dir, num_train_steps=4),
+  resumed = train.train_and_evaluate(runlocal(name, data_dir, num_train_steps=4, **overrides),
                                      str(tmp_path / 'resumed'))
   assert resumed['step'] == 4
   a, b = jax.tree.leaves(straight['state']), jax.tree.leaves(resumed['state'])
   assert len(a) == len(b)
-  for x, y in zip(a, b):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  for x, y in zip(a, b):  # parameters, optimiser-free model state, dropout's random keys
+    np.testing.assert_array_equal(*(np.asarray(jax.random.key_data(v)) if jax.dtypes.issubdtype(
+        v.dtype, jax.dtypes.prng_key) else np.asarray(v) for v in (x, y)))
   assert _losses(tmp_path / 'straight') == _losses(tmp_path / 'resumed')
 
 
@@ -97,10 +103,11 @@ def _run(args, env=None, **kwargs):
 def test_four_devices_match_one(data_dir, tmp_path):
   args = ['--config=configs/default.py:runlocal', f'--config.data.data_dir={data_dir}',
           '--config.num_train_steps=4']
-  one = _run(args + [f'--workdir={tmp_path / "one"}'])
+  one = _run(args + [f'--workdir={tmp_path / "one"}'], env={'JAX_NUM_CPU_DEVICES': '1'})
   four = _run(args + [f'--workdir={tmp_path / "four"}'],
               env={'JAX_NUM_CPU_DEVICES': '4'})
   assert one.returncode == 0, one.stderr[-2000:]
+  assert 'devices: [CpuDevice(id=0)]' in one.stderr  # the reference really is one device
   assert four.returncode == 0, four.stderr[-2000:]
   assert 'CpuDevice(id=3)' in four.stderr
   np.testing.assert_allclose(_losses(tmp_path / 'four'), _losses(tmp_path / 'one'), rtol=1e-5)
@@ -109,8 +116,9 @@ def test_four_devices_match_one(data_dir, tmp_path):
 def test_two_processes_match_one(data_dir, tmp_path):
   args = ['--config=configs/default.py:runlocal', f'--config.data.data_dir={data_dir}',
           '--config.num_train_steps=4']
-  one = _run(args + [f'--workdir={tmp_path / "one"}'])
+  one = _run(args + [f'--workdir={tmp_path / "one"}'], env={'JAX_NUM_CPU_DEVICES': '1'})
   assert one.returncode == 0, one.stderr[-2000:]
+  assert 'JAX process 0/1, devices: [CpuDevice(id=0)]' in one.stderr  # one process, one device
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
