@@ -151,22 +151,41 @@ def test_non_finite_gradient_with_a_finite_loss_stops_training(tmp_path, monkeyp
     train.train_and_evaluate(config, str(tmp_path))
 
 
+def _kill_when(process, condition, timeout: float = 240) -> int:
+  """SIGKILLs `process` as soon as `condition()` holds; returns its exit status."""
+  deadline = time.time() + timeout
+  while process.poll() is None and time.time() < deadline:
+    if condition():
+      process.send_signal(signal.SIGKILL)
+      break
+    time.sleep(0.001)
+  return process.wait()
+
+
 def test_killed_predict_leaves_no_partial_file_under_the_final_name(tmp_path):
-  """SIGKILL at several moments of a whole-image predict: the output is absent or complete."""
+  """SIGKILL while predict computes, and while it writes each output (its temporary file
+  exists): the final names are then absent or hold complete files."""
   workdir = tmp_path / 'run'
   out = subprocess.run(_command(workdir, steps=2, every=2), cwd=ROOT, capture_output=True,
                        text=True, check=False)
   assert out.returncode == 0, out.stderr[-2000:]
   image = np.random.default_rng(0).random((2048, 2048, 3), dtype=np.float32)
   np.save(tmp_path / 'big.npy', image)
-  for delay in (2.0, 4.0, 6.0, 8.0):
-    output = tmp_path / f'out_{delay}'
+  mid_write = []
+  for moment in ('computing', 'big.npy', 'big_overlay.png'):
+    output = tmp_path / f'out_{moment}'
     process = subprocess.Popen([sys.executable, '-m', 'fcn_jax.predict', f'--workdir={workdir}',
                                 f'--input={tmp_path / "big.npy"}', f'--output={output}'],
                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(delay)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    temporary = output / f'{moment}.tmp{os.path.splitext(moment)[1]}'
+    if moment == 'computing':  # once the model is loaded and the output folder made
+      status = _kill_when(process, lambda: output.exists())
+    else:
+      status = _kill_when(process, temporary.exists)
+      mid_write.append(temporary.exists())  # still there: the kill landed during the write
+    # The 256 KB logits may be written between two polls (then the run finishes); the 2048²
+    # overlay takes long enough to encode that the kill lands during its write.
+    assert status == -signal.SIGKILL or (moment == 'big.npy' and status == 0), (moment, status)
     final = output / 'big.npy'
     if final.exists():  # written completely, or not at all
       assert np.load(final).shape == (256, 256, 1)
@@ -175,3 +194,6 @@ def test_killed_predict_leaves_no_partial_file_under_the_final_name(tmp_path):
       from PIL import Image  # pylint: disable=g-import-not-at-top
       with Image.open(png) as overlay:
         overlay.load()
+    if moment == 'big_overlay.png':
+      assert final.exists()  # the logits were written before the overlay
+  assert mid_write[-1], 'the kill did not land while the overlay was being written'
