@@ -2,6 +2,7 @@
 
 import os
 
+import hypothesis
 import jax
 import pytest
 
@@ -11,6 +12,11 @@ from benchmarks import peers
 # in the training, sweep and experiment processes the tests start (they inherit the variable).
 os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', 'true')
 jax.config.update('jax_disable_most_optimizations', True)
+
+# Property tests draw new examples on every local run; CI (`.ci/run` sets HYPOTHESIS_PROFILE=ci)
+# draws the same ones every time, so a CI failure reproduces and a pass is not luck.
+hypothesis.settings.register_profile('ci', derandomize=True, database=None, print_blob=True)
+hypothesis.settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'default'))
 
 
 @pytest.fixture(scope='session')

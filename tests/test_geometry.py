@@ -100,6 +100,8 @@ def test_unet_valid_geometry_merges_with_centre_crops():
 LAYER = st.one_of(
     st.tuples(st.just('conv'), st.integers(1, 4), st.integers(1, 3), st.integers(1, 2),
               st.integers(0, 2), st.integers(0, 2)),
+    st.tuples(st.just('conv_same'), st.sampled_from([1, 3, 5]), st.integers(1, 2),
+              st.integers(1, 2)),  # padding='same': d * (k - 1) / 2 on each side
     st.tuples(st.just('avgpool'), st.integers(1, 3), st.integers(1, 3)),
     st.tuples(st.just('maxpool'), st.integers(1, 3), st.integers(1, 3)),
     st.tuples(st.just('convT'), st.integers(1, 4), st.integers(1, 3), st.integers(0, 1)),
@@ -114,6 +116,10 @@ def build(specs, padding_mode='zeros'):
     if kind == 'conv':
       _, k, s, d, lo, hi = spec
       stack.append(layers.Conv(2, 2, k, stride=s, dilation=d, padding=((lo, hi), (hi, lo)),
+                               padding_mode=padding_mode, rngs=rngs))
+    elif kind == 'conv_same':
+      _, k, s, d = spec
+      stack.append(layers.Conv(2, 2, k, stride=s, dilation=d, padding='same',
                                padding_mode=padding_mode, rngs=rngs))
     elif kind in ('avgpool', 'maxpool'):
       _, k, s = spec

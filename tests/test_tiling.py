@@ -148,10 +148,10 @@ def test_out_of_core_from_a_memmap_resumes_after_interruption(tmp_path, monkeypa
 @hypothesis.given(specs=st.lists(test_geometry.LAYER, min_size=1, max_size=4),
                   extra=st.tuples(st.integers(0, 40), st.integers(0, 40)),
                   tile=st.sampled_from([8, 16, 24]),
-                  mode=st.sampled_from(['zeros', 'reflect', 'replicate']))
+                  mode=st.sampled_from(['zeros', 'reflect', 'replicate', 'circular']))
 def test_random_stacks_tile_exactly(specs, extra, tile, mode):
-  """Random convs (stride, dilation, asymmetric padding in every mode), pools, transposed
-  convs, up-sampling."""
+  """Random convs (stride, dilation, asymmetric or 'same' padding in every mode), pools,
+  transposed convs, up-sampling; circular padding is refused."""
   model = test_geometry.build(specs, padding_mode=mode)
   g = geometry.of(model)
   size = tuple(g.min_input_size[a] + extra[a] for a in range(2))
@@ -159,6 +159,10 @@ def test_random_stacks_tile_exactly(specs, extra, tile, mode):
   hypothesis.assume(all(f.jump.denominator == 1 for f in g.field(size)))
   image = np.random.default_rng(0).random((*size, 2), dtype=np.float32)
   whole = inference.predict(model, image)
+  if mode == 'circular' and any(spec[0] in ('conv', 'conv_same') for spec in specs):
+    with pytest.raises(errors.TilingError, match="padding 'circular' cannot be tiled"):
+      inference.predict_tiled(model, image, tile=tile, batch=2)
+    return
   try:
     tiled = inference.predict_tiled(model, image, tile=tile, batch=2)
   except errors.TilingError as e:
