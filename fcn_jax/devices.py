@@ -1,10 +1,10 @@
 """The mesh that splits a training batch over devices (GPUs, TPU cores, hosts).
 
 fcn_jax leaves the number of CPU devices to JAX: one by default. On jax 0.12
-XLA:CPU's convolutions use every core from one device; one device per core trained
-patch_net 1.26x faster on 2 cores but U-Net and FCN-8s 0.83x as fast (`python -m
-benchmarks.cpu_strategy`, `benchmarks/README.md`, "CPU strategy"). To split a CPU
-batch anyway, ask JAX before it starts: `JAX_NUM_CPU_DEVICES=N` (or
+XLA:CPU's convolutions use every core from one device, and one device per core paid for
+the smallest model only (measured by `python -m benchmarks.cpu_strategy`; the figures are
+in `benchmarks/README.md`, "CPU strategy"). To split a CPU batch anyway, ask JAX before
+it starts: `JAX_NUM_CPU_DEVICES=N` (or
 `jax.config.update('jax_num_cpu_devices', N)`); the training code is the same.
 """
 
