@@ -14,13 +14,10 @@ minute (CI runs it); its numbers show that the code works and learns, not the
 claim. The full runs' outputs are committed in `experiments/<name>/`.
 """
 
-import datetime
 import hashlib
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any, Callable, Sequence
@@ -36,6 +33,7 @@ from flax import nnx
 from fcn_jax import figures
 from fcn_jax import files
 from fcn_jax import inference
+from fcn_jax import provenance as fcn_provenance
 from fcn_jax import train
 from fcn_jax.data import catalog
 
@@ -107,40 +105,19 @@ def training_summary(workdir: str, steps: int) -> dict:
           'last_loss': logged[-1]['train_loss'], 'train_seconds': steps / rate}
 
 
-def _git(*args: str) -> str:
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  try:
-    return subprocess.run(['git', *args], cwd=root, capture_output=True, text=True,
-                          check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return ''
-
-
-def _machine() -> str:
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open('/proc/cpuinfo') as f:
-      cpu = next(l.split(':', 1)[1].strip() for l in f if l.startswith('model name'))
-  except (OSError, StopIteration):
-    pass
-  device = jax.devices()[0]
-  return (f'{cpu}, {os.cpu_count()} cores; jax {jax.__version__} on {device.platform} '
-          f'({device.device_kind})')
-
-
 def provenance(configs: dict[str, ml_collections.ConfigDict], quick: bool) -> dict:
   """Where numbers come from: commit, dirty tree, config hash, date, command, seeds, machine."""
   resolved = {name: json.loads(c.to_json_best_effort()) for name, c in sorted(configs.items())}
   main_module = sys.modules['__main__'].__spec__
+  here = fcn_provenance.source()
   return {
-      'commit': _git('rev-parse', 'HEAD') or 'unknown',
-      'dirty': bool(_git('status', '--porcelain', '--untracked-files=no')),
+      'commit': here['commit'], 'dirty': here['dirty'],
       'config_hash': hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16],
-      'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+      'date': here['date'],
       'command': ' '.join(['python -m', main_module.name.removesuffix('.__main__') if main_module
                            else 'experiments', *sys.argv[1:]]),
       'seeds': sorted({int(c.seed) for c in configs.values()}),
-      'machine': _machine(),
+      'machine': here['machine'],
       'quick': quick,
   }
 

@@ -48,6 +48,7 @@ from absl import flags
 from fcn_jax import errors
 from fcn_jax import figures
 from fcn_jax import files
+from fcn_jax import provenance
 
 
 FLAGS = flags.FLAGS
@@ -337,31 +338,29 @@ def _config_module(base: str) -> tuple[str, str | None]:
 
 
 def write_report(spec: SweepSpec, storage: str, workdir: str) -> str:
-  """`results.md`, `best_config.py` and plots for the study, written atomically."""
+  """`results.json` (every trial), `results.md` rendered from it alone (`render`),
+  `best_config.py` and plots for the study, each written atomically."""
   study = optuna.load_study(study_name=spec.name, storage=storage_for(storage))
   trials = study.get_trials(deepcopy=False)
   complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
   sign = -1 if spec.direction == 'maximize' else 1
   order = sorted(trials, key=lambda t: (t.state != optuna.trial.TrialState.COMPLETE,
                                         sign * (t.value if t.value is not None else 0), t.number))
-  keys = sorted(spec.params)
-  rows = []
-  for t in order:
-    error = t.user_attrs.get('error', '')
-    rows.append([t.number, t.state.name.lower(), *[t.params.get(k, '') for k in keys],
-                 f'{t.value:.4f}' if t.value is not None else '', t.user_attrs.get('steps', ''),
-                 f'{t.user_attrs["seconds"]:.0f}' if 'seconds' in t.user_attrs else '',
-                 error.replace('|', '/')[:120]])
-  command = 'python -m fcn_jax.sweep ' + ' '.join(a for a in sys.argv[1:] if a != '--worker')
-  lines = [f'# Sweep `{spec.name}`', '', f'Produced by `{command}`.', '',
-           f'Base config `{spec.base}` with {json.dumps(spec.overrides)}; {spec.sampler} sampler, '
-           f'{spec.budget} trials, {spec.direction} `{spec.metric}` on the `{spec.split}` split'
-           + (f', median pruner {json.dumps(spec.pruner)}' if spec.pruner else '') + '.', '',
-           '| trial | state | ' + ' | '.join(keys) + ' | metric | steps | seconds | error |',
-           '|' + '---|' * (len(keys) + 6)]
-  lines += ['| ' + ' | '.join(str(v) for v in row) + ' |' for row in rows]
+  numbers = {
+      'name': spec.name, 'base': spec.base, 'overrides': spec.overrides,
+      'sampler': spec.sampler, 'budget': spec.budget, 'direction': spec.direction,
+      'metric': spec.metric, 'split': spec.split, 'pruner': spec.pruner or None,
+      'params': sorted(spec.params),
+      'command': 'python -m fcn_jax.sweep ' + ' '.join(a for a in sys.argv[1:] if a != '--worker'),
+      'provenance': provenance.source(),
+      'trials': [{'number': t.number, 'state': t.state.name.lower(), 'params': t.params,
+                  'value': t.value, 'steps': t.user_attrs.get('steps'),
+                  'seconds': t.user_attrs.get('seconds'), 'error': t.user_attrs.get('error', '')}
+                 for t in order],
+      'best': None}
   if complete:
     best = study.best_trial
+    numbers['best'] = {'number': best.number, 'value': best.value, 'params': best.params}
     module, arg = _config_module(spec.base)
     values = {**spec.overrides, **best.params}
     text = (f'"""Best trial {best.number} of sweep {spec.name}: {spec.metric} = {best.value:.4g}.'
@@ -371,11 +370,38 @@ def write_report(spec: SweepSpec, storage: str, workdir: str) -> str:
             f'  config = importlib.import_module({module!r}).get_config({arg!r})\n'
             f'  config.update_from_flattened_dict(VALUES)\n  return config\n')
     files.write_text(os.path.join(workdir, 'best_config.py'), text)
-    lines += ['', f'Best: trial {best.number}, {spec.metric} = {best.value:.4f} with '
-              f'{json.dumps(best.params)}; runnable as `best_config.py`.']
     _plots(spec, trials, workdir)
+  files.write_json(os.path.join(workdir, 'results.json'), numbers, indent=1)
+  return files.write_text(os.path.join(workdir, 'results.md'), render(numbers))
+
+
+def render(numbers: dict) -> str:
+  """`results.md` of a sweep from its `results.json` alone."""
+  keys = numbers['params']
+  rows = [[t['number'], t['state'], *[t['params'].get(k, '') for k in keys],
+           f'{t["value"]:.4f}' if t['value'] is not None else '',
+           t['steps'] if t['steps'] is not None else '',
+           f'{t["seconds"]:.0f}' if t['seconds'] is not None else '',
+           t['error'].replace('|', '/')[:120]] for t in numbers['trials']]
+  p = numbers['provenance']
+  lines = [f'# Sweep `{numbers["name"]}`', '',
+           f'Produced by `{numbers["command"]}` at commit `{p["commit"][:12]}`'
+           + (' **with uncommitted changes**' if p['dirty'] else '')
+           + f', {p["date"]}, on {p["machine"]}.', '',
+           f'Base config `{numbers["base"]}` with {json.dumps(numbers["overrides"])}; '
+           f'{numbers["sampler"]} sampler, {numbers["budget"]} trials, {numbers["direction"]} '
+           f'`{numbers["metric"]}` on the `{numbers["split"]}` split'
+           + (f', median pruner {json.dumps(numbers["pruner"])}' if numbers['pruner'] else '')
+           + '.', '',
+           '| trial | state | ' + ' | '.join(keys) + ' | metric | steps | seconds | error |',
+           '|' + '---|' * (len(keys) + 6)]
+  lines += ['| ' + ' | '.join(str(v) for v in row) + ' |' for row in rows]
+  best = numbers['best']
+  if best:
+    lines += ['', f'Best: trial {best["number"]}, {numbers["metric"]} = {best["value"]:.4f} with '
+              f'{json.dumps(best["params"])}; runnable as `best_config.py`.']
     lines += ['', '![metric vs parameters](params.png)', '', '![history](history.png)']
-  return files.write_text(os.path.join(workdir, 'results.md'), '\n'.join(lines) + '\n')
+  return '\n'.join(lines) + '\n'
 
 
 def _plots(spec: SweepSpec, trials: Sequence[optuna.trial.FrozenTrial], workdir: str) -> None:

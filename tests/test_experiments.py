@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 from experiments import common
+from fcn_jax import sweep
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted(p.parent.name for p in (ROOT / 'experiments').glob('*/__main__.py'))
@@ -61,6 +62,19 @@ def test_committed_results_render_from_their_json(name):
   module = importlib.import_module(f'experiments.{name}.__main__')
   assert common.markdown(module.render, numbers) == (folder / 'results.md').read_text()
   assert not numbers['provenance']['quick'] and not numbers['provenance']['dirty']
+
+
+SWEEPS = sorted(p.parent.name for p in (ROOT / 'experiments' / 'sweeps').glob('*/results.md'))
+
+
+@pytest.mark.parametrize('name', SWEEPS)
+def test_committed_sweeps_render_from_their_json(name):
+  """A committed sweep's results.md is `fcn_jax.sweep.render` of its results.json."""
+  folder = ROOT / 'experiments' / 'sweeps' / name
+  assert (folder / 'results.json').exists(), f'{name}: results.md without its results.json'
+  numbers = json.loads((folder / 'results.json').read_text())
+  assert sweep.render(numbers) == (folder / 'results.md').read_text()
+  assert numbers['split'] == 'validation' and not numbers['provenance']['dirty']
 
 
 def test_scaling(tmp_path):

@@ -1,6 +1,7 @@
 """Sweeps: grids complete, resume after a kill, contain failures, prune, share a database."""
 
 import importlib.util
+import json
 import os
 import pathlib
 import shutil
@@ -58,6 +59,9 @@ def test_grid_sweep_with_two_workers(tmp_path):
   rows = _table_rows(tmp_path)
   assert len(rows) == 4 and all('| complete |' in r for r in rows)
   assert (tmp_path / 'params.png').is_file() and (tmp_path / 'history.png').is_file()
+  numbers = json.loads((tmp_path / 'results.json').read_text())
+  assert len(numbers['trials']) == 4 and numbers['best']['number'] in range(4)
+  assert sweep.render(numbers) == (tmp_path / 'results.md').read_text()  # from the JSON alone
   spec = importlib.util.spec_from_file_location('best', tmp_path / 'best_config.py')
   best = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(best)
