@@ -317,15 +317,18 @@ def check_tile(model: nnx.Module, tile: int) -> None:
 _TRACES = {'tiled': 0}
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _tiled_forward(graphdef, state, windows, extents):
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _tiled_forward(graphdef, paths, state, windows, extents):
   # A plain jit of the split model (split once per call of `_tiles`): called once per
-  # batch of tiles, it skips nnx.jit's per-call walk over the model.
+  # batch of tiles, it skips nnx.jit's per-call walk over the model. `paths[k]` is the NNX
+  # path of the layer whose valid input region is `extents[:, k]`; each is given its own on
+  # this merged copy of the model, which lives only in this trace.
   _TRACES['tiled'] += 1  # runs once per compilation
   model = nnx.merge(graphdef, state)
-  keys = layer_keys(geometry.of(model).node)
-  with layers.tile_borders({key: extents[:, k] for k, key in enumerate(keys)}):
-    return model(windows)
+  modules = dict(nnx.iter_graph(model))
+  for k, path in enumerate(paths):
+    modules[path].tile_extents = extents[:, k]
+  return model(windows)
 
 
 def compilations() -> int:
@@ -350,6 +353,9 @@ def _tiles(model: nnx.Module, image, tile: int | tuple[int, int], batch: int, sk
   tiles = [(i, j) for i in range(axes[0].count) for j in range(axes[1].count)
            if (i, j) not in skip]
   scale = 1 / 255 if image.dtype == np.uint8 else None
+  # The geometry names its layers by object (`key`); the jitted pass finds them by NNX path.
+  path_of = {id(module): path for path, module in nnx.iter_graph(model)}
+  paths = tuple(path_of[key] for key in keys)
   graphdef, state = nnx.split(model)
   for first in range(0, len(tiles), batch):
     chunk = tiles[first:first + batch]
@@ -376,7 +382,7 @@ def _tiles(model: nnx.Module, image, tile: int | tuple[int, int], batch: int, sk
         for row, key in enumerate(keys):
           extents[b, row, 2 * a:2 * a + 2] = per_layer[key][:2]
       origins.append(out_origin)
-    logits = np.asarray(jax.device_get(_tiled_forward(graphdef, state, windows, extents)))
+    logits = np.asarray(jax.device_get(_tiled_forward(graphdef, paths, state, windows, extents)))
     keeps, pieces = [], []
     for b, tile_index in enumerate(chunk):
       keep = [slice(k * ax.kept, min((k + 1) * ax.kept, ax.out_size))

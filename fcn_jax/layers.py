@@ -22,7 +22,6 @@ Conventions (chosen to match PyTorch so weights and results carry over):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from typing import Any, Callable, Sequence
 
@@ -97,30 +96,22 @@ def resolve_padding(padding: PaddingLike, kernel: Pair, dilation: Pair = (1, 1)
 
 
 # --------------------------------------------------------------------------
-# Exact tiling support (fcn_jax.inference): inside `tile_borders(...)`, every layer
-# that mixes neighbouring positions first rebuilds its input outside the region the
-# whole-image run would hold at that layer, exactly as that run pads there.
-
-_TILE_EXTENTS: dict[int, jax.Array] | None = None
-
-
-@contextlib.contextmanager
-def tile_borders(extents: dict[int, jax.Array]):
-  """Trace-time context: `extents[id(layer)]` is an int32 `(B, 4)` array giving, per tile of
-  the batch, the valid input rows `[lo, hi)` and columns `[lo, hi)` of that layer."""
-  global _TILE_EXTENTS
-  previous, _TILE_EXTENTS = _TILE_EXTENTS, extents
-  try:
-    yield
-  finally:
-    _TILE_EXTENTS = previous
+# Exact tiling support (fcn_jax.inference): a layer that mixes neighbouring positions and
+# is given `tile_extents` first rebuilds its input outside the region the whole-image run
+# would hold at that layer, exactly as that run pads there. Only the tiled forward pass
+# sets `tile_extents`, on the copy of the model it merges inside its jit
+# (`inference._tiled_forward`); a model as built or loaded never has it.
 
 
 def _tile_border(layer, x: jax.Array, fill: str) -> jax.Array:
-  """Outside the valid region: 'zeros' / '-inf' fill it, 'replicate' / 'reflect' mirror it."""
-  if _TILE_EXTENTS is None or id(layer) not in _TILE_EXTENTS:
+  """Outside the valid region: 'zeros' / '-inf' fill it, 'replicate' / 'reflect' mirror it.
+
+  `layer.tile_extents`, when set, is an int32 `(B, 4)` array giving, per tile of the batch,
+  the valid input rows `[lo, hi)` and columns `[lo, hi)` of that layer.
+  """
+  extents = getattr(layer, 'tile_extents', None)
+  if extents is None:
     return x
-  extents = _TILE_EXTENTS[id(layer)]
   for axis in (1, 2):
     lo, hi = extents[:, 2 * axis - 2, None], extents[:, 2 * axis - 1, None]  # (B, 1)
     pos = jnp.arange(x.shape[axis])[None]  # (1, T)

@@ -185,3 +185,16 @@ def test_out_of_core_zarr_in_and_out(tmp_path):
                                   str(tmp_path / 'out.zarr'), tile=32, batch=4, progress=False)
   np.testing.assert_allclose(zarr.open_array(out)[:], whole, rtol=1e-5, atol=1e-6)
   assert sorted(p.name for p in tmp_path.iterdir()) == ['in.zarr', 'out.zarr']
+
+
+def test_tiling_leaves_no_state_on_the_model_and_compiles_once():
+  """The per-layer tile borders exist only inside the jitted tiled pass (no global, nothing
+  set on the caller's model), and a second image of another size reuses the compilation."""
+  model = models.get_model(dict(name='patch_net'), rngs=nnx.Rngs(0))
+  before = inference.compilations()
+  for size in ((72, 96), (120, 80)):
+    image = np.random.default_rng(0).random((*size, 3), dtype=np.float32)
+    np.testing.assert_allclose(inference.predict_tiled(model, image, tile=32, batch=2),
+                               inference.predict(model, image), rtol=1e-5, atol=1e-6)
+  assert inference.compilations() - before == 1
+  assert not any(hasattr(m, 'tile_extents') for _, m in nnx.iter_graph(model))
