@@ -100,7 +100,7 @@ def resolve_padding(padding: PaddingLike, kernel: Pair, dilation: Pair = (1, 1)
 # is given `tile_extents` first rebuilds its input outside the region the whole-image run
 # would hold at that layer, exactly as that run pads there. Only the tiled forward pass
 # sets `tile_extents`, on the copy of the model it merges inside its jit
-# (`inference._tiled_forward`); a model as built or loaded never has it.
+# (`inference.tiled._tiled_forward`); a model as built or loaded never has it.
 
 
 def _tile_border(layer, x: jax.Array, fill: str) -> jax.Array:

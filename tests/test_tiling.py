@@ -11,6 +11,7 @@ from fcn_jax import geometry
 from fcn_jax import inference
 from fcn_jax import layers
 from fcn_jax import models
+from fcn_jax.inference import tiled
 from tests import test_geometry
 
 # (model config, input channels, image sizes, tile size)
@@ -116,7 +117,7 @@ def test_out_of_core_from_a_memmap_resumes_after_interruption(tmp_path, monkeypa
   assert isinstance(source, np.memmap)
   output = str(tmp_path / 'out.npy')
 
-  forward, calls, crashed = inference._tiled_forward, [], []  # pylint: disable=protected-access
+  forward, calls, crashed = tiled._tiled_forward, [], []  # pylint: disable=protected-access
 
   def crash_on_third_batch(*args):
     calls.append(1)
@@ -125,7 +126,7 @@ def test_out_of_core_from_a_memmap_resumes_after_interruption(tmp_path, monkeypa
       raise InterruptedError('killed')
     return forward(*args)
 
-  monkeypatch.setattr(inference, '_tiled_forward', crash_on_third_batch)
+  monkeypatch.setattr(tiled, '_tiled_forward', crash_on_third_batch)
   with pytest.raises(InterruptedError):
     inference.predict_to_file(model, source, output, tile=64, batch=4, progress=False)
   assert not (tmp_path / 'out.npy').exists()  # no file under the final name until complete

@@ -1,0 +1,29 @@
+"""Inference: a trained model and its prediction on images of any size, one module per idea.
+
+* `loading`: `load_config`, `load_trained(workdir, step)` (the model of a training run);
+* `whole`: `predict(model, image)` on the whole image in one call, `output_shape`;
+* `tiling`: the algebra of exact tiling (`axis_tiling`, `plan`, `alignment`, `check_tile`);
+* `tiled`: `predict_tiled(model, image, tile)`, equal to `predict` from fixed-shape tiles;
+* `outofcore`: `open_image` and `predict_to_file` for images larger than memory;
+* `export`: `export(model)` / `load_exported(data)`, a `jax.export` artifact of any size.
+
+The names below are the public interface (`from fcn_jax import inference`).
+"""
+
+from fcn_jax.inference.export import export
+from fcn_jax.inference.export import load_exported
+from fcn_jax.inference.export import size_lattice
+from fcn_jax.inference.loading import load_config
+from fcn_jax.inference.loading import load_trained
+from fcn_jax.inference.outofcore import open_image
+from fcn_jax.inference.outofcore import predict_to_file
+from fcn_jax.inference.tiled import compilations
+from fcn_jax.inference.tiled import predict_tiled
+from fcn_jax.inference.tiling import AxisTiling
+from fcn_jax.inference.tiling import alignment
+from fcn_jax.inference.tiling import axis_tiling
+from fcn_jax.inference.tiling import check_tile
+from fcn_jax.inference.tiling import layer_keys
+from fcn_jax.inference.tiling import plan
+from fcn_jax.inference.whole import output_shape
+from fcn_jax.inference.whole import predict

@@ -1,0 +1,33 @@
+"""Whole-image prediction at any valid size: `predict(model, image)` checks the size against
+the model's geometry first (a clear `GeometryError`, never an XLA shape error) and runs one
+jitted forward pass in inference mode (one compilation per distinct input shape).
+"""
+
+import jax
+import numpy as np
+from flax import nnx
+
+from fcn_jax import geometry
+from fcn_jax import models
+
+
+@nnx.jit
+def _forward(model, images):
+  return model(images)
+
+
+def predict(model: nnx.Module, image: np.ndarray) -> np.ndarray:
+  """Logits for one `(H, W, C)` image (or an `(N, H, W, C)` batch), as NumPy: the whole image
+  in one call (for images too large for memory, `predict_tiled`). The model runs in inference
+  mode (dropout off, batch norm on running statistics) and is left in the mode it was in."""
+  model = models.inference_view(model)
+  batch = image[None] if image.ndim == 3 else image
+  geometry.check(model, batch.shape)
+  out = np.asarray(jax.device_get(_forward(model, np.asarray(batch, np.float32))))
+  return out[0] if image.ndim == 3 else out
+
+
+def output_shape(model: nnx.Module, image_shape) -> tuple[int, int, int]:
+  """`(H', W', C')` of the model's output for an `(H, W, C)` image."""
+  _, out_h, out_w, channels = geometry.of(model).output_shape((1, *image_shape))
+  return out_h, out_w, channels
