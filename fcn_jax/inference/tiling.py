@@ -28,8 +28,8 @@ def _refusal(node: geometry.Node) -> str | None:
 
 def _leaf_origin(node: geometry.Node, n: int, origin: int, a: int) -> int:
   """Absolute origin, on the node's output grid, of a tile whose input starts at `origin`."""
-  if _refusal(node):
-    raise errors.TilingError(_refusal(node))
+  if reason := _refusal(node):
+    raise errors.TilingError(reason)
   if isinstance(node, geometry.Window):
     step = node.stride[a]
     if origin % step:
@@ -148,8 +148,8 @@ class AxisTiling:
 def axis_tiling(g: geometry.Geometry, n: int, a: int, tile: int) -> AxisTiling:
   """Window size, step and halo for tiles of about `tile` input pixels along axis `a`."""
   for leaf in geometry.iter_leaves(g.node):
-    if _refusal(leaf):
-      raise errors.TilingError(f'{g.name}: {_refusal(leaf)}')
+    if reason := _refusal(leaf):
+      raise errors.TilingError(f'{g.name}: {reason}')
   out_size, field = g._axis(n, a)  # pylint: disable=protected-access
   jump = field.jump
   if jump.denominator != 1:
