@@ -36,6 +36,7 @@ def get_config(arg=None):
   config.model.padding = 'same'  # 'same' (symmetric d*(k-1)/2) | 'valid'
   config.model.padding_mode = 'zeros'  # 'zeros' | 'reflect' | 'replicate' | 'circular'
   config.model.activation = 'relu'  # a name from fcn_jax.layers.ACTIVATIONS
+  config.model.norm = 'none'  # after each conv: 'none' | 'batch' | 'group' (models/common.py)
 
   config.data = ml_collections.ConfigDict()
   config.data.name = 'fcn_shapes/tiny' if args.runlocal else 'fcn_shapes'  # tfds name

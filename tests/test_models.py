@@ -28,6 +28,7 @@ CASES = {
         dict(name='unet', depth=3, width=4, padding='same', upsample='bilinear', norm='group'), 1,
         [(32, 48), (4, 12)]),
     'unet_batchnorm': (dict(name='unet', depth=2, width=4, norm='batch'), 1, [(40, 44)]),
+    'patch_net_batchnorm': (dict(name='patch_net', norm='batch'), 3, [(64, 64), (37, 53)]),
     'fcn32s': (dict(name='fcn', variant='fcn32s', widths=(4, 4, 8, 8, 8), fc_width=8,
                     num_classes=3), 3, [(1, 1), (37, 50)]),
     'fcn16s': (dict(name='fcn', variant='fcn16s', widths=(4, 4, 8, 8, 8), fc_width=8,

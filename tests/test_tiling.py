@@ -2,6 +2,7 @@
 
 import hypothesis
 import hypothesis.strategies as st
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -24,6 +25,8 @@ CASES = {
         [(150, 70), (97, 61)], 24),
     'patch_net_valid_avgpool': (dict(name='patch_net', padding='valid', downsample='avgpool'), 3,
                                 [(89, 113)], 32),
+    'patch_net_batchnorm': (dict(name='patch_net', norm='batch', kernel_size=5), 3,
+                            [(99, 70)], 32),
     'encoder_decoder_bilinear': (dict(name='encoder_decoder', upsample='bilinear'), 3,
                                  [(96, 160), (20, 28)], 32),
     'segnet_unpool': (dict(name='encoder_decoder', upsample='unpool'), 3, [(64, 200)], 32),
@@ -42,6 +45,10 @@ def test_tiled_equals_whole_image(case):
   model = models.get_model(config, rngs=nnx.Rngs(0))
   model.eval()
   rng = np.random.default_rng(0)
+  for _, norm in nnx.iter_graph(model):  # batch norm with statistics a trained net could have
+    if isinstance(norm, nnx.BatchNorm):
+      norm.mean[...] = jnp.asarray(rng.normal(0, 0.5, norm.mean.shape), jnp.float32)
+      norm.var[...] = jnp.asarray(rng.uniform(0.2, 2.0, norm.var.shape), jnp.float32)
   before = inference.compilations()
   for size in sizes:
     image = rng.random((*size, channels), dtype=np.float32)

@@ -78,6 +78,7 @@ def test_catalog_config_trains_on_mock_data(monkeypatch, tmp_path):
     ('default', {}),
     ('fcn8s_shapes', {}),  # dropout: its random state is part of the checkpoint
     ('unet_cells', {'model.norm': 'batch'}),  # batch norm: its running statistics too
+    ('default', {'model.norm': 'batch'}),  # patch_net with batch norm
 ])
 def test_resume_gives_bitwise_identical_parameters(name, overrides, data_dir, tmp_path):
   straight = train.train_and_evaluate(runlocal(name, data_dir, num_train_steps=4, **overrides),

@@ -12,9 +12,10 @@ DOWNSAMPLE = ('stride', 'maxpool', 'avgpool')
 
 def down_stack(in_channels: int, features: Sequence[int], *, kernel_size: int = 3,
                downsample: str = 'stride', padding: str = 'same', padding_mode: str = 'zeros',
-               activation: str = 'relu', rngs: nnx.Rngs,
+               activation: str = 'relu', norm: str | None = None, rngs: nnx.Rngs,
                name: str = 'features') -> layers.Sequential:
-  """One conv + activation per width in `features`, each halving H and W.
+  """One conv (+ `norm`, see `norm_layer`) + activation per width in `features`, each halving
+  H and W.
 
   `downsample='stride'` uses stride-2 convs; 'maxpool' / 'avgpool' use stride-1
   convs followed by 2x2 pooling.
@@ -25,7 +26,10 @@ def down_stack(in_channels: int, features: Sequence[int], *, kernel_size: int = 
   for width in features:
     stride = 2 if downsample == 'stride' else 1
     stack += [layers.Conv(c, width, kernel_size, stride=stride, padding=padding,
-                          padding_mode=padding_mode, rngs=rngs), act]
+                          padding_mode=padding_mode, rngs=rngs)]
+    if norm not in (None, 'none'):
+      stack.append(norm_layer(norm, width, rngs))
+    stack.append(act)
     if downsample != 'stride':
       stack.append((layers.MaxPool if downsample == 'maxpool' else layers.AvgPool)(2))
     c = width

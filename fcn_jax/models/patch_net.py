@@ -3,7 +3,9 @@
 Strided convolutions (or pooling) trade space for channels; 1x1 convolutions
 then act as a dense classifier applied to every position. With the defaults:
 64x64x3 -> 32x32x8 -> 16x16x16 -> 8x8x32 -> 1x1 conv to 10 -> 1x1 conv to 1,
-an 8x8 heat map; a 640x320x3 image gives an 80x40 one.
+an 8x8 heat map; a 640x320x3 image gives an 80x40 one. `norm='batch'` puts batch norm after
+each conv (as `configs/default.py` does): it normalises with running statistics at inference, a
+per-channel affine map, so outputs stay independent of the input size and tiling stays exact.
 """
 
 from typing import Sequence
@@ -23,10 +25,11 @@ class Model(nnx.Module):
   def __init__(self, in_channels: int = 3, features: Sequence[int] = (8, 16, 32),
                head: Sequence[int] = (10, 1), kernel_size: int = 3, downsample: str = 'stride',
                padding: str = 'same', padding_mode: str = 'zeros', activation: str = 'relu',
-               *, rngs: nnx.Rngs):
+               norm: str | None = None, *, rngs: nnx.Rngs):
     self.features = down_stack(in_channels, features, kernel_size=kernel_size,
                                downsample=downsample, padding=padding,
-                               padding_mode=padding_mode, activation=activation, rngs=rngs)
+                               padding_mode=padding_mode, activation=activation, norm=norm,
+                               rngs=rngs)
     self.head = layers.pointwise_head((features[-1], *head), activation=layers.activation(
         activation), rngs=rngs)
     self.num_outputs = head[-1]
