@@ -86,13 +86,18 @@ def _sequential(seq: layers.Sequential, weights: _Weights) -> list[dict]:
   return out
 
 
-def _unet_level(level, weights: _Weights) -> dict:
-  out = dict(encode=_sequential(level.encode, weights), inner=None)
-  if not level.is_bottom:
-    if not isinstance(level.up, layers.ConvTranspose):
+def _unet_level(level: layers.Sequential, weights: _Weights) -> dict:
+  """A level of `fcn_jax.models.unet`: (encode,) at the bottom, else (encode, skip, decode)
+  with the skip's second branch (pool, the level below, up)."""
+  encode, *rest = level.layers
+  out = dict(encode=_sequential(encode, weights), inner=None)
+  if rest:
+    skip, decode = rest
+    _, inner, up = skip.branches[1].layers
+    if not isinstance(up, layers.ConvTranspose):
       raise ValueError("the U-Net peer supports upsample='transpose' only")
-    out.update(inner=_unet_level(level.inner, weights), up=_conv_transpose(level.up, weights),
-               decode=_sequential(level.decode, weights))
+    out.update(inner=_unet_level(inner, weights), up=_conv_transpose(up, weights),
+               decode=_sequential(decode, weights))
   return out
 
 
@@ -108,17 +113,18 @@ def export(model, sizes=()) -> tuple[dict, dict[str, np.ndarray]]:
     spec = dict(model='patch_net', features=_sequential(model.features, weights),
                 head=_sequential(model.head, weights))
   elif name == 'unet':
-    if model.body.encode.layers[0].padding == ((0, 0), (0, 0)):
+    if model.body.layers[0].layers[0].padding == ((0, 0), (0, 0)):
       raise ValueError("the U-Net peer supports padding='same' only (no skip crops)")
     spec = dict(model='unet', body=_unet_level(model.body, weights),
                 head=_conv(model.head, weights))
   elif name in ('fcn32s', 'fcn16s', 'fcn8s'):
+    parts = model.parts()
     spec = dict(model='fcn', first_skip=model.first_skip,
-                blocks=[_sequential(b, weights) for b in model.blocks],
-                classifier=_sequential(model.classifier, weights),
-                score_pool=[_conv(c, weights) for c in model.score_pool],
-                up2=[_conv_transpose(u, weights) for u in model.up2],
-                final_up=_conv_transpose(model.final_up, weights),
+                blocks=[_sequential(b, weights) for b in parts['blocks']],
+                classifier=_sequential(parts['classifier'], weights),
+                score_pool=[_conv(c, weights) for c in parts['score_pool']],
+                up2=[_conv_transpose(u, weights) for u in parts['up2']],
+                final_up=_conv_transpose(parts['final_up'], weights),
                 offsets={f'{h}x{w}': {k: list(v) for k, v in model.crop_offsets((h, w)).items()}
                          for h, w in sizes})
   else:

@@ -477,12 +477,15 @@ class Geometry:
     return f'Geometry({self.name})'
 
   # -- sizes -------------------------------------------------------------
-  def _axis(self, n: int, a: int) -> tuple[int, Field]:
+  def axis(self, n: int, a: int) -> tuple[int, Field]:
+    """Output size and `Field` along axis `a` (0 = height, 1 = width) for input size `n`;
+    raises `GeometryError` when the model cannot take `n` there."""
     return self.node.axis(int(n), a)
 
-  def _ok(self, n: int, a: int) -> bool:
+  def accepts(self, n: int, a: int) -> bool:
+    """Whether the model takes input size `n` along axis `a`."""
     try:
-      self._axis(n, a)
+      self.axis(n, a)
       return True
     except errors.GeometryError:
       return False
@@ -490,7 +493,7 @@ class Geometry:
   def output_size(self, size: Sequence[int]) -> Pair:
     """Spatial output size `(H', W')` for input `(H, W)`; raises `ValueError` if invalid."""
     self.check(size)
-    return tuple(self._axis(size[a], a)[0] for a in range(2))
+    return tuple(self.axis(size[a], a)[0] for a in range(2))
 
   def output_shape(self, shape: Sequence[int]) -> tuple[int, int, int, int | None]:
     """`(N, H', W', C')` for an NHWC input shape."""
@@ -502,7 +505,7 @@ class Geometry:
     """Per-axis field at input `size` (default: the minimum input size)."""
     size = self.min_input_size if size is None else size
     self.check(size)
-    return tuple(self._axis(size[a], a)[1] for a in range(2))
+    return tuple(self.axis(size[a], a)[1] for a in range(2))
 
   def span(self, size: Sequence[int], index: Pair) -> tuple[Pair, Pair]:
     """Exact input rows and columns `((first, last), (first, last))` that output `index` reads.
@@ -524,7 +527,7 @@ class Geometry:
     ranges = []
     for a in range(2):
       n = int(size[a])
-      out = self._axis(n, a)[0]
+      out = self.axis(n, a)[0]
       first = max(0, out // 2 - 32)
       lengths = [hi - lo + 1 for lo, hi in
                  (self.node.back(i, i, n, a) for i in range(first, min(out, first + 64)))]
@@ -555,22 +558,24 @@ class Geometry:
 
   def valid_sizes(self, lo: int, hi: int, axis: int = 0) -> list[int]:
     """Input sizes in `[lo, hi]` the model accepts along `axis`."""
-    return [n for n in range(max(lo, 1), hi + 1) if self._ok(n, axis)]
+    return [n for n in range(max(lo, 1), hi + 1) if self.accepts(n, axis)]
 
   @property
   def min_input_size(self) -> Pair:
-    return tuple(self._first_valid(1, +1, a) for a in range(2))
+    return tuple(self.first_valid(1, +1, a) for a in range(2))
 
-  def _first_valid(self, n: int, step: int, a: int) -> int | None:
+  def first_valid(self, n: int, step: int, a: int) -> int | None:
+    """The first accepted size along axis `a` from `n` on, walking by `step` (+1 or -1); None
+    when there is none before 1 or `search_limit`."""
     while 1 <= n <= self.search_limit:
-      if self._ok(n, a):
+      if self.accepts(n, a):
         return n
       n += step
     return None
 
   def nearest_valid_sizes(self, n: int, axis: int = 0) -> list[int]:
     """The closest accepted sizes below and above `n` (one or two values)."""
-    found = {self._first_valid(n - 1, -1, axis), self._first_valid(n + 1, +1, axis)}
+    found = {self.first_valid(n - 1, -1, axis), self.first_valid(n + 1, +1, axis)}
     return sorted(x for x in found if x is not None)
 
   def check(self, size: Sequence[int]) -> None:
@@ -579,12 +584,12 @@ class Geometry:
     for a, axis_name in enumerate(('height', 'width')):
       n = int(size[a])
       try:
-        self._axis(n, a)
+        self.axis(n, a)
       except errors.GeometryError as e:
         near = self.nearest_valid_sizes(n, a)
         problems.append(
             f'{axis_name} {n} is not accepted ({e}); minimum {axis_name} is '
-            f'{self._first_valid(1, 1, a)}, nearest valid: {near}')
+            f'{self.first_valid(1, 1, a)}, nearest valid: {near}')
     if problems:
       raise errors.GeometryError(
           f'{self.name} cannot take an input of size {tuple(int(s) for s in size)}: '

@@ -566,6 +566,54 @@ class Sequential(nnx.Sequential):
     return super().__call__(x)
 
 
+class Merge(nnx.Module):
+  """Skip connections: branches applied to the same input, aligned, then combined.
+
+  One declaration gives both the forward pass and the geometry (`geometry.Merge`), so a
+  model with skips or residual blocks gets receptive fields, size checks, exact tiling and
+  export without geometry written by hand. Each branch's output is cropped to align with
+  branch `reference` by their field centres (the crop of Long et al.'s FCN and of the valid
+  U-Net; none when the branches already align, as with 'same' padding), then:
+  'concat' joins channels, 'add' sums (channels must match), 'crop' returns the one
+  non-reference branch cropped to the reference (a net's output cropped to its input).
+  Branches are layers, `Sequential`s or plain functions (`identity` for a shortcut).
+  """
+
+  def __init__(self, *branches: Callable[..., Any], reference: int = 0, combine: str = 'concat',
+               name: str = 'merge'):
+    if combine not in ('concat', 'add', 'crop'):
+      raise errors.ConfigError(f"combine must be 'concat', 'add' or 'crop', got {combine!r}")
+    if len(branches) < 2 or not 0 <= reference < len(branches):
+      raise errors.ConfigError(f'a merge needs at least 2 branches and a reference among them, '
+                               f'got {len(branches)} branches and reference {reference}')
+    if combine == 'crop' and len(branches) != 2:
+      raise errors.ConfigError(f"combine='crop' takes exactly 2 branches, got {len(branches)}")
+    self.branches = nnx.List(branches)
+    self.reference, self.combine, self.name = reference, combine, name
+
+  @property
+  def geometry(self) -> geometry.Merge:
+    return geometry.Merge(self.name, tuple(
+        geometry.node_of(b, f'{i}.{geometry.node_of(b).name}')
+        for i, b in enumerate(self.branches)), reference=self.reference, combine=self.combine)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    _check(self, x)
+    outputs = self.geometry.align(x.shape[1:3], [branch(x) for branch in self.branches])
+    if self.combine == 'crop':
+      return outputs[1 - self.reference]
+    if self.combine == 'add':
+      return sum(outputs[1:], outputs[0])
+    return jnp.concatenate(outputs, axis=-1)
+
+
+def residual(body: Callable[..., Any], shortcut: Callable[..., Any] = identity,
+             name: str = 'residual') -> Merge:
+  """`shortcut(x) + body(x)`, the shortcut cropped to the body's output when `body` shrinks
+  it ('valid' convs): a residual block as a `Merge` (geometry included)."""
+  return Merge(shortcut, body, reference=1, combine='add', name=name)
+
+
 def pointwise_head(features: Sequence[int], *, activation=jax.nn.relu, rngs: nnx.Rngs,
                    name: str = 'head') -> Sequential:
   """1x1 convs `features[0] -> features[1] -> ...` with `activation` between them.

@@ -154,7 +154,7 @@ def _size_with_interior_output(g, a):
   """Smallest size whose middle output's field lies inside the image along axis `a`."""
   for n in range(max(g.min_input_size[a], 1), 120):
     try:
-      out, field = g._axis(n, a)  # pylint: disable=protected-access
+      out, field = g.axis(n, a)
     except errors.GeometryError:
       continue
     first, last = field.span(out // 2)

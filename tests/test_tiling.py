@@ -124,7 +124,7 @@ def test_out_of_core_from_a_memmap_resumes_after_interruption(tmp_path, monkeypa
   assert isinstance(source, np.memmap)
   output = str(tmp_path / 'out.npy')
 
-  forward, calls, crashed = tiled._tiled_forward, [], []  # pylint: disable=protected-access
+  forward, calls, crashed = tiled._tiled_forward, [], []
 
   def crash_on_third_batch(*args):
     calls.append(1)
@@ -163,7 +163,7 @@ def test_random_stacks_tile_exactly(specs, extra, tile, mode):
   model = test_geometry.build(specs, padding_mode=mode)
   g = geometry.of(model)
   size = tuple(g.min_input_size[a] + extra[a] for a in range(2))
-  hypothesis.assume(all(g._ok(n, a) for a, n in enumerate(size)))  # pylint: disable=protected-access
+  hypothesis.assume(all(g.accepts(n, a) for a, n in enumerate(size)))
   hypothesis.assume(all(f.jump.denominator == 1 for f in g.field(size)))
   image = np.random.default_rng(0).random((*size, 2), dtype=np.float32)
   whole = inference.predict(model, image)

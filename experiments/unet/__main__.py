@@ -53,7 +53,7 @@ def overlap_tile(model, image: np.ndarray) -> np.ndarray:
     # after up-sampling the field is not symmetric about the output).
     offset = int(g.field(g.min_input_size)[a].centre)
     size = n + 2 * offset
-    while not g._ok(size, a) or g.output_size((size, size))[a] < n:  # pylint: disable=protected-access
+    while not g.accepts(size, a) or g.output_size((size, size))[a] < n:
       size += 1
     pads.append((offset, size - n - offset))
   padded = np.pad(image, (*pads, (0, 0)), mode='symmetric')

@@ -20,7 +20,7 @@ def size_lattice(model: nnx.Module, a: int, probe: int = 6) -> tuple[int, int]:
   first = g.min_input_size[a]
   if first is None:
     raise errors.GeometryError(f'{g.name} accepts no input size along axis {a}')
-  second = g._first_valid(first + 1, +1, a)  # pylint: disable=protected-access
+  second = g.first_valid(first + 1, +1, a)
   if second is None:
     return first, 0
   period = second - first

@@ -150,7 +150,7 @@ def axis_tiling(g: geometry.Geometry, n: int, a: int, tile: int) -> AxisTiling:
   for leaf in geometry.iter_leaves(g.node):
     if reason := _refusal(leaf):
       raise errors.TilingError(f'{g.name}: {reason}')
-  out_size, field = g._axis(n, a)  # pylint: disable=protected-access
+  out_size, field = g.axis(n, a)
   jump = field.jump
   if jump.denominator != 1:
     raise errors.TilingError(f'{g.name}: fractional total stride {jump} cannot be tiled')
@@ -171,7 +171,7 @@ def axis_tiling(g: geometry.Geometry, n: int, a: int, tile: int) -> AxisTiling:
     start_ok, end_ok = _keeps_exact(g.node, n, size, step, halo, kept, a)
     if not start_ok:
       halo, size = halo + period, size + period
-    elif not (end_ok and g._ok(size, a)):  # pylint: disable=protected-access
+    elif not (end_ok and g.accepts(size, a)):
       size += 1
     else:
       break
@@ -228,7 +228,7 @@ def check_tile(model: nnx.Module, tile: int) -> None:
   mostly recompute context."""
   g = geometry.of(model)
   for a in range(2):
-    n = g._first_valid(max(4 * tile, 1), +1, a)  # pylint: disable=protected-access
+    n = g.first_valid(max(4 * tile, 1), +1, a)
     halo = axis_tiling(g, n, a, tile).halo if n else 0
     if tile < halo:
       raise errors.TilingError(f'tile {tile} is smaller than the {halo}-pixel halo of context that '

@@ -11,9 +11,10 @@ to the classes), then:
 
 Up-sampling is by transposed convs of kernel `2f` and stride `f` initialised as
 bilinear interpolation (trainable). Every fusion crops the skip scores to align
-with the up-sampled ones, and the output is cropped to the input: the offsets
-come from the geometry (`fcn_jax.geometry.Merge`), not hard-coded, so the
-output has exactly the input's size for any input size. `widths` and
+with the up-sampled ones, and the output is cropped to the input: each is a
+`layers.Merge`, whose offsets come from the geometry, not hard-coded, so the
+output has exactly the input's size for any input size. `parts()` names the
+layers by their role (blocks, classifier, score_pool, up2, final_up). `widths` and
 `fc_width` shrink the net for tests; the defaults are the paper's.
 """
 
@@ -56,68 +57,63 @@ class Model(nnx.Module):
         c = width
       stack.append(layers.MaxPool(2, ceil_mode=True))  # Caffe's pooling, as in the paper
       blocks.append(layers.Sequential(*stack, name=f'block{b + 1}'))
-    self.blocks = nnx.List(blocks)
     classifier = [layers.Conv(c, fc_width, 7, padding='valid', rngs=rngs), jax.nn.relu]
     classifier += [nnx.Dropout(dropout, rngs=rngs)] if dropout else []
     classifier += [layers.pointwise(fc_width, fc_width, rngs=rngs), jax.nn.relu]
     classifier += [nnx.Dropout(dropout, rngs=rngs)] if dropout else []
     classifier += [layers.pointwise(fc_width, num_classes, rngs=rngs)]
-    self.classifier = layers.Sequential(*classifier, name='fc6-fc7-score_fr')
+    classifier = layers.Sequential(*classifier, name='fc6-fc7-score_fr')
     # Skip scores (zero-initialised as in the paper) and the x2 up-samplers that precede
     # each fusion, indexed by the block whose input they read (3: pool3, 4: pool4).
     zeros = nnx.initializers.zeros_init()
-    self.score_pool = nnx.List([
-        layers.pointwise(widths[b - 1], num_classes, kernel_init=zeros, rngs=rngs)
-        for b in range(self.first_skip, 5)])
-    self.up2 = nnx.List([upsampler(num_classes, 2, rngs) for _ in range(self.first_skip, 5)])
-    self.final_up = upsampler(num_classes, 2 ** self.first_skip, rngs)
-
-  def _fused(self, b: int) -> geometry.Node:
-    """Geometry from block `b`'s input to the scores at that resolution (before the final up)."""
-    if b == 5:
-      return self.classifier.geometry
-    k = b - self.first_skip
-    deeper = geometry.chain(f'block{b + 1}+', self.blocks[b].geometry, self._fused(b + 1),
-                            self.up2[k].geometry.with_name(f'up2_to_pool{b}'))
-    return geometry.Merge(f'fuse_pool{b}', (self.score_pool[k].geometry.with_name(
-        f'score_pool{b}'), deeper), reference=1, combine='add')
-
-  def _scores(self) -> geometry.Node:
-    return geometry.chain('scores', *[blk.geometry for blk in self.blocks[:self.first_skip]],
-                          self._fused(self.first_skip),
-                          self.final_up.geometry.with_name(f'up{2 ** self.first_skip}'))
+    score_pool = [layers.pointwise(widths[b - 1], num_classes, kernel_init=zeros, rngs=rngs)
+                  for b in range(self.first_skip, 5)]
+    up2 = [upsampler(num_classes, 2, rngs) for _ in range(self.first_skip, 5)]
+    final_up = upsampler(num_classes, 2 ** self.first_skip, rngs)
+    # The graph, from the deepest fusion up: each fusion adds the skip scores of block b's
+    # input to the up-sampled scores of the blocks below, cropped to align (layers.Merge).
+    scores = classifier
+    for b in reversed(range(self.first_skip, 5)):
+      k = b - self.first_skip
+      deeper = layers.Sequential(blocks[b], scores, up2[k], name=f'block{b + 1}+')
+      scores = layers.Merge(score_pool[k], deeper, reference=1, combine='add',
+                            name=f'fuse_pool{b}')
+    scores = layers.Sequential(*blocks[:self.first_skip], scores, final_up, name='scores')
+    # The output: the scores cropped to the input's size.
+    self.net = layers.Merge(layers.identity, scores, reference=0, combine='crop', name=variant)
 
   @property
   def geometry(self) -> geometry.Node:
-    return geometry.Merge(self.name, (geometry.Pointwise('input'), self._scores()), reference=0,
-                          combine='crop')
-
-  def _apply_fused(self, b: int, x: jax.Array) -> jax.Array:
-    if b == 5:
-      return self.classifier(x)
-    k = b - self.first_skip
-    deeper = self.up2[k](self._apply_fused(b + 1, self.blocks[b](x)))
-    skip, deeper = self._fused(b).align(x.shape[1:3], [self.score_pool[k](x), deeper])
-    return skip + deeper
+    return self.net.geometry
 
   def __call__(self, x: jax.Array) -> jax.Array:
     geometry.check(self, x.shape)
-    h = x
-    for block in self.blocks[:self.first_skip]:
-      h = block(h)
-    scores = self.final_up(self._apply_fused(self.first_skip, h))
-    return self.geometry.align(x.shape[1:3], [x, scores])[1]
+    return self.net(x)
+
+  def parts(self) -> dict[str, object]:
+    """The layers by their role in the paper: `blocks` (5 VGG blocks), `classifier`
+    (fc6-fc7-score_fr), `score_pool`, `up2` and `fusions` (the `layers.Merge`) of each fusion
+    in the order of `range(first_skip, 5)` (pool3 before pool4), and `final_up`."""
+    scores = self.net.branches[1]
+    blocks = list(scores.layers[:self.first_skip])
+    fused, score_pool, up2, fusions = scores.layers[self.first_skip], [], [], []
+    while isinstance(fused, layers.Merge):
+      fusions.append(fused)
+      score_pool.append(fused.branches[0])
+      block, fused, up = fused.branches[1].layers
+      blocks.append(block)
+      up2.append(up)
+    return dict(blocks=blocks, classifier=fused, score_pool=score_pool, up2=up2,
+                final_up=scores.layers[-1], fusions=fusions)
 
   def crop_offsets(self, size: Sequence[int]) -> dict[str, tuple[int, int]]:
     """Crop offsets (rows, cols) of every fusion and of the final crop, for an input `size`."""
-    offsets, n, node = {}, tuple(size), self.geometry
-    ref_size, final, _ = zip(*[node.offsets(n[a], a) for a in range(2)])
-    offsets['final'] = tuple(f[1] for f in final)
+    n, node, parts = tuple(size), self.geometry, self.parts()
+    offsets = {'final': tuple(node.offsets(n[a], a)[1][1] for a in range(2))}
     h = n
-    for block in self.blocks[:self.first_skip]:
+    for block in parts['blocks'][:self.first_skip]:
       h = geometry.of(block).output_size(h)
-    for b in range(self.first_skip, 5):
-      fused = self._fused(b)
-      offsets[f'score_pool{b}'] = tuple(fused.offsets(h[a], a)[1][0] for a in range(2))
-      h = geometry.of(self.blocks[b]).output_size(h)
+    for b, fusion in zip(range(self.first_skip, 5), parts['fusions']):
+      offsets[f'score_pool{b}'] = tuple(fusion.geometry.offsets(h[a], a)[1][0] for a in range(2))
+      h = geometry.of(parts['blocks'][b]).output_size(h)
     return offsets

@@ -16,7 +16,6 @@ features, and two more convs. `depth` counts levels (5 in the paper).
 """
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from fcn_jax import errors
@@ -34,51 +33,33 @@ def double_conv(c_in: int, c_out: int, *, padding: str, norm: str | None, act, r
   return layers.Sequential(*stack, name=name)
 
 
-class Level(nnx.Module):
-  """One U-Net level and, recursively, the levels below it."""
+def level(index: int, depth: int, c_in: int, width: int, *, padding: str, upsample: str,
+          norm: str | None, act, rngs: nnx.Rngs) -> layers.Sequential:
+  """One U-Net level and, recursively, the levels below it: two convs, then (above the
+  bottom) a skip merge of their features with pool -> the level below -> up, and two convs.
 
-  def __init__(self, level: int, depth: int, c_in: int, width: int, *, padding: str,
-               upsample: str, norm: str | None, act, rngs: nnx.Rngs):
-    self.level = level
-    self.encode = double_conv(c_in, width, padding=padding, norm=norm, act=act, rngs=rngs,
-                              name=f'enc{level}')
-    self.is_bottom = level == depth - 1
-    if not self.is_bottom:
-      self.pool = layers.MaxPool(2, exact=True)
-      self.inner = Level(level + 1, depth, width, 2 * width, padding=padding, upsample=upsample,
-                         norm=norm, act=act, rngs=rngs)
-      if upsample == 'transpose':
-        self.up = layers.ConvTranspose(2 * width, width, 2, stride=2, rngs=rngs)
-      elif upsample == 'bilinear':
-        self.up = layers.Sequential(layers.Upsample(2, method='bilinear'),
-                                    layers.Conv(2 * width, width, 3, padding=padding, rngs=rngs),
-                                    name='up')
-      else:
-        raise errors.ConfigError(f"upsample must be 'transpose' or 'bilinear', got {upsample!r}")
-      self.decode = double_conv(2 * width, width, padding=padding, norm=norm, act=act, rngs=rngs,
-                                name=f'dec{level}')
-
-  def skip_merge(self) -> geometry.Merge:
-    """The skip connection: this level's features, cropped to align with the up-sampled path."""
-    below = geometry.chain(f'down{self.level}', self.pool.geometry, self.inner.geometry,
-                           self.up.geometry.with_name(f'up{self.level}'))
-    return geometry.Merge(f'skip{self.level}', (geometry.Pointwise('features'), below),
-                          reference=1, combine='concat')
-
-  @property
-  def geometry(self) -> geometry.Node:
-    if self.is_bottom:
-      return self.encode.geometry
-    return geometry.chain(f'level{self.level}', self.encode.geometry, self.skip_merge(),
-                          self.decode.geometry)
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    x = self.encode(x)
-    if self.is_bottom:
-      return x
-    below = self.up(self.inner(self.pool(x)))
-    return self.decode(jnp.concatenate(self.skip_merge().align(x.shape[1:3], [x, below]),
-                                       axis=-1))
+  The skip is a `layers.Merge`, so the crop of the features to the up-sampled path comes
+  from the geometry (valid padding) and no geometry is written here.
+  """
+  encode = double_conv(c_in, width, padding=padding, norm=norm, act=act, rngs=rngs,
+                       name=f'enc{index}')
+  if index == depth - 1:
+    return layers.Sequential(encode, name=f'level{index}')
+  pool = layers.MaxPool(2, exact=True)
+  inner = level(index + 1, depth, width, 2 * width, padding=padding, upsample=upsample,
+                norm=norm, act=act, rngs=rngs)
+  if upsample == 'transpose':
+    up = layers.ConvTranspose(2 * width, width, 2, stride=2, rngs=rngs)
+  elif upsample == 'bilinear':
+    up = layers.Sequential(layers.Upsample(2, method='bilinear'),
+                           layers.Conv(2 * width, width, 3, padding=padding, rngs=rngs), name='up')
+  else:
+    raise errors.ConfigError(f"upsample must be 'transpose' or 'bilinear', got {upsample!r}")
+  decode = double_conv(2 * width, width, padding=padding, norm=norm, act=act, rngs=rngs,
+                       name=f'dec{index}')
+  below = layers.Sequential(pool, inner, up, name=f'down{index}')
+  skip = layers.Merge(layers.identity, below, reference=1, combine='concat', name=f'skip{index}')
+  return layers.Sequential(encode, skip, decode, name=f'level{index}')
 
 
 class Model(nnx.Module):
@@ -92,7 +73,7 @@ class Model(nnx.Module):
       raise errors.ConfigError(f"padding must be 'valid' or 'same', got {padding!r}")
     if depth < 1:
       raise errors.ConfigError(f'depth must be at least 1, got {depth}')
-    self.body = Level(0, depth, in_channels, width, padding=padding, upsample=upsample, norm=norm,
+    self.body = level(0, depth, in_channels, width, padding=padding, upsample=upsample, norm=norm,
                       act=layers.activation(activation), rngs=rngs)
     self.head = layers.pointwise(width, num_classes, rngs=rngs)
 
