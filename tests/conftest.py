@@ -16,6 +16,8 @@ jax.config.update('jax_disable_most_optimizations', True)
 # Property tests draw new examples on every local run; CI (`.ci/run` sets HYPOTHESIS_PROFILE=ci)
 # draws the same ones every time, so a CI failure reproduces and a pass is not luck.
 hypothesis.settings.register_profile('ci', derandomize=True, database=None, print_blob=True)
+# 'debug': no shrinking, to see a failure quickly (`HYPOTHESIS_PROFILE=debug`).
+hypothesis.settings.register_profile('debug', phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate], print_blob=True)
 hypothesis.settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'default'))
 
 

@@ -106,6 +106,10 @@ LAYER = st.one_of(
     st.tuples(st.just('maxpool'), st.integers(1, 3), st.integers(1, 3)),
     st.tuples(st.just('convT'), st.integers(1, 4), st.integers(1, 3), st.integers(0, 1)),
     st.tuples(st.just('upsample'), st.integers(1, 3), st.sampled_from(['nearest', 'bilinear'])),
+    # A skip connection (layers.Merge): the input (or a 1x1 conv of it) and a conv branch with
+    # its own padding, the first cropped to align with the second, added or concatenated.
+    st.tuples(st.just('skip'), st.integers(1, 4), st.integers(1, 2), st.integers(0, 2),
+              st.integers(0, 2), st.sampled_from(['add', 'concat'])),
 )
 
 
@@ -124,6 +128,13 @@ def build(specs, padding_mode='zeros'):
     elif kind in ('avgpool', 'maxpool'):
       _, k, s = spec
       stack.append((layers.AvgPool if kind == 'avgpool' else layers.MaxPool)(k, s))
+    elif kind == 'skip':
+      _, k, d, lo, hi, combine = spec
+      width = 2 if combine == 'add' else 1  # 2 channels out either way
+      conv = layers.Conv(2, width, k, dilation=d, padding=((lo, hi), (hi, lo)),
+                         padding_mode=padding_mode, rngs=rngs)
+      shortcut = layers.identity if combine == 'add' else layers.pointwise(2, 1, rngs=rngs)
+      stack.append(layers.Merge(shortcut, conv, reference=1, combine=combine))
     elif kind == 'convT':
       _, k, s, p = spec
       stack.append(layers.ConvTranspose(2, 2, k, stride=s, padding=min(p, k - 1), rngs=rngs))
@@ -152,7 +163,9 @@ def test_random_stack_shapes_match_eval_shape(specs, h, w):
 
 def _size_with_interior_output(g, a):
   """Smallest size whose middle output's field lies inside the image along axis `a`."""
-  for n in range(max(g.min_input_size[a], 1), 120):
+  if g.min_input_size[a] is None:  # a skip that aligns at no size
+    return None
+  for n in range(g.min_input_size[a], 120):
     try:
       out, field = g.axis(n, a)
     except errors.GeometryError:
