@@ -119,6 +119,22 @@ class Node(abc.ABC):
   def with_name(self, name: str) -> Node:
     return dataclasses.replace(self, name=name)
 
+  # What exact tiling (`fcn_jax.inference.tiling`) asks of a layer. The defaults are those
+  # of a layer whose output sees the whole input (global pooling, dense layers).
+  def tiling_refusal(self) -> str | None:
+    """Why this layer's outputs cannot be assembled from tiles, or None when they can."""
+    return f'{type(self).__name__} {self.name!r} sees the whole input: no exact tiling'
+
+  def grid_step(self, a: int) -> Fraction:
+    """Input positions per output position along axis `a` (the stride; a fraction after
+    up-sampling): the factor by which this layer changes the sampling step."""
+    return Fraction(1)
+
+  def mirror_padding(self, a: int) -> tuple[str, int, int] | None:
+    """`(fill, lo, hi)` when the layer fills its border by copying its input ('reflect',
+    'replicate'): a tile must then hold the positions copied. None otherwise."""
+    return None
+
 
 @dataclasses.dataclass(frozen=True)
 class Pointwise(Node):
@@ -132,6 +148,10 @@ class Pointwise(Node):
     if n < 1:
       raise errors.GeometryError(f'{self.name}: input size {n} is empty')
     return n, IDENTITY
+
+  def tiling_refusal(self):
+    return None if self.local else (f'{self.name} mixes statistics over the whole image: no '
+                                    'exact tiling')
 
   def channels(self, c):
     return c if self.out_channels is None else self.out_channels
@@ -188,6 +208,15 @@ class Window(Node):
       out += (out + 1) * s < n + lo
     return out + 1, Field(size=_frac(k_eff), jump=_frac(s), start=_frac(-lo))
 
+  def tiling_refusal(self):
+    return None
+
+  def grid_step(self, a):
+    return _frac(self.stride[a])
+
+  def mirror_padding(self, a):
+    return (self.fill, *self.padding[a]) if self.fill in ('reflect', 'replicate') else None
+
   def channels(self, c):
     return c if self.out_channels is None else self.out_channels
 
@@ -224,6 +253,12 @@ class Transpose(Node):
                                  f'after cropping {lo}+{hi}')
     s_ = _frac(s)
     return out, Field(size=(k_eff - 1) / s_ + 1, jump=1 / s_, start=(lo - (k_eff - 1)) / s_)
+
+  def tiling_refusal(self):
+    return None
+
+  def grid_step(self, a):
+    return 1 / _frac(self.stride[a])
 
   def channels(self, c):
     return c if self.out_channels is None else self.out_channels
@@ -262,6 +297,15 @@ class Resize(Node):
     tick = Fraction(1, 2 * den)
     return out, Field(size=3 - 2 * tick, jump=q, start=src0 - 1 + tick)
 
+  def tiling_refusal(self):
+    return None if self.factor else f'{self.name}: resizing to a fixed size cannot be tiled'
+
+  def grid_step(self, a):
+    return 1 / _frac(self.factor[a]) if self.factor else Fraction(1)
+
+  def mirror_padding(self, a):
+    return ('replicate', 1, 1) if self.method == 'bilinear' else None  # clamps at the border
+
 
 @dataclasses.dataclass(frozen=True)
 class Global(Node):
@@ -298,19 +342,6 @@ class Dense(Node):
 
 
 @dataclasses.dataclass(frozen=True)
-class Crop(Node):
-  """Removes `(lo, hi)` positions from each end of each axis."""
-  name: str
-  crop: tuple[Pair, Pair]
-
-  def axis(self, n, a):
-    lo, hi = self.crop[a]
-    if n - lo - hi < 1:
-      raise errors.GeometryError(f'{self.name}: cannot crop {lo}+{hi} from size {n}')
-    return n - lo - hi, Field(start=_frac(lo))
-
-
-@dataclasses.dataclass(frozen=True)
 class Chain(Node):
   """Nodes applied one after another."""
   name: str
@@ -337,6 +368,9 @@ class Chain(Node):
     for node in self.nodes:
       c = node.channels(c)
     return c
+
+  def tiling_refusal(self):
+    return None  # a container tiles when its layers do
 
   def children(self):
     return [(node.name, node) for node in self.nodes]
@@ -385,12 +419,6 @@ class Merge(Node):
             f'and would need a crop offset of {offset} for a reference of size {ref_size})')
       offsets.append(int(offset))
     return ref_size, offsets, fields
-
-  def crops(self, size: Pair) -> list[tuple[slice, slice]]:
-    """Per branch, the `(rows, cols)` slices that align it to the reference, for input `size`."""
-    per_axis = [self.offsets(size[a], a) for a in range(2)]
-    return [tuple(slice(off[1][b], off[1][b] + off[0]) for off in per_axis)
-            for b in range(len(self.branches))]
 
   def align(self, size: Sequence[Any], outputs: Sequence[Any]) -> list[Any]:
     """The branches' NHWC `outputs` for input `size`, each cropped to align with the reference.
@@ -447,6 +475,9 @@ class Merge(Node):
         raise errors.GeometryError(f'{self.name}: cannot add branches with channels {cs}')
       return cs[0]
     return sum(cs)
+
+  def tiling_refusal(self):
+    return None  # a container tiles when its branches do (and its crops do not move)
 
   def children(self):
     return [(b.name or f'branch{i}', b) for i, b in enumerate(self.branches)]

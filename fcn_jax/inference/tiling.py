@@ -14,33 +14,15 @@ from fcn_jax import errors
 from fcn_jax import geometry
 
 
-def _refusal(node: geometry.Node) -> str | None:
-  """Why the outputs of a layer cannot be assembled from tiles, or None if they can."""
-  if isinstance(node, geometry.Resize) and node.factor is None:
-    return f'{node.name}: resizing to a fixed size cannot be tiled'
-  if isinstance(node, geometry.Pointwise) and not node.local:
-    return f'{node.name} mixes statistics over the whole image: no exact tiling'
-  if not isinstance(node, (geometry.Window, geometry.Transpose, geometry.Resize,
-                           geometry.Pointwise, geometry.Chain, geometry.Merge)):
-    return f'{type(node).__name__} {node.name!r} sees the whole input: no exact tiling'
-  return None
-
-
-def _leaf_origin(node: geometry.Node, n: int, origin: int, a: int) -> int:
+def _leaf_origin(node: geometry.Node, origin: int, a: int) -> int:
   """Absolute origin, on the node's output grid, of a tile whose input starts at `origin`."""
-  if reason := _refusal(node):
+  if reason := node.tiling_refusal():
     raise errors.TilingError(reason)
-  if isinstance(node, geometry.Window):
-    step = node.stride[a]
-    if origin % step:
-      raise errors.TilingError(f'{node.name}: tile origin {origin} is not aligned to stride {step}')
-    return origin // step
-  if isinstance(node, geometry.Transpose):
-    return origin * node.stride[a]
-  if isinstance(node, geometry.Resize):
-    return origin * node.factor[a]
-  assert isinstance(node, geometry.Pointwise), node  # _refusal lets nothing else through
-  return origin
+  out = Fraction(origin) / node.grid_step(a)
+  if out.denominator != 1:
+    raise errors.TilingError(f'{node.name}: tile origin {origin} is not aligned to stride '
+                             f'{node.grid_step(a)}')
+  return int(out)
 
 
 def plan(node: geometry.Node, n: int, tile: int, origin: int, a: int,
@@ -74,19 +56,16 @@ def plan(node: geometry.Node, n: int, tile: int, origin: int, a: int,
   if key:
     extents.setdefault(key, []).extend([-origin, n - origin])
     _check_mirror_sources(node, -origin, n - origin, tile, a)
-  return node.axis(n, a)[0], _leaf_origin(node, n, origin, a)
+  return node.axis(n, a)[0], _leaf_origin(node, origin, a)
 
 
 def _check_mirror_sources(node: geometry.Node, lo: int, hi: int, tile: int, a: int):
   """A tile that holds positions outside the image at a reflect/replicate layer must also
   hold the in-image positions those are rebuilt from (the image rows `[lo, hi)` of a tile
   of `tile` rows at this layer)."""
-  if isinstance(node, geometry.Window) and node.fill in ('reflect', 'replicate'):
-    fill, (pad_lo, pad_hi) = node.fill, node.padding[a]
-  elif isinstance(node, geometry.Resize) and node.method == 'bilinear':
-    fill, pad_lo, pad_hi = 'replicate', 1, 1  # bilinear clamps at the border
-  else:
+  if (mirror := node.mirror_padding(a)) is None:
     return
+  fill, pad_lo, pad_hi = mirror
   reach = (lambda outside, pad: min(outside, pad)) if fill == 'reflect' else (lambda *_: 0)
   inside_lo, inside_hi = max(lo, 0), min(hi, tile)
   if ((lo > 0 and pad_lo and not lo + reach(lo, pad_lo) < inside_hi) or
@@ -109,12 +88,7 @@ def alignment(node: geometry.Node, a: int) -> int:
       return jump
     if isinstance(node, geometry.Merge):
       return [walk(b, jump) for b in node.branches][node.reference]
-    if isinstance(node, geometry.Window):
-      jump = jump * node.stride[a]
-    elif isinstance(node, geometry.Transpose):
-      jump = jump / node.stride[a]
-    elif isinstance(node, geometry.Resize) and node.factor:
-      jump = jump / node.factor[a]
+    jump = jump * node.grid_step(a)
     period = math.lcm(period, jump.numerator)
     return jump
 
@@ -124,9 +98,8 @@ def alignment(node: geometry.Node, a: int) -> int:
 
 def layer_keys(node: geometry.Node) -> list[int]:
   """Keys of the layers in the order `plan` visits them."""
-  if isinstance(node, (geometry.Chain, geometry.Merge)):
-    children = node.nodes if isinstance(node, geometry.Chain) else node.branches
-    return [k for child in children for k in layer_keys(child)]
+  if children := node.children():
+    return [k for _, child in children for k in layer_keys(child)]
   key = getattr(node, 'key', 0)
   return [key] if key else []
 
@@ -148,7 +121,7 @@ class AxisTiling:
 def axis_tiling(g: geometry.Geometry, n: int, a: int, tile: int) -> AxisTiling:
   """Window size, step and halo for tiles of about `tile` input pixels along axis `a`."""
   for leaf in geometry.iter_leaves(g.node):
-    if reason := _refusal(leaf):
+    if reason := leaf.tiling_refusal():
       raise errors.TilingError(f'{g.name}: {reason}')
   out_size, field = g.axis(n, a)
   jump = field.jump
