@@ -11,7 +11,9 @@ import optax
 
 from fcn_jax import errors
 
-IGNORE = 255  # segmentation label of unlabelled pixels (fcn_jax.data.catalog.IGNORE)
+# The segmentation label of unlabelled pixels, defined here only: the loss and the metrics skip
+# it, the datasets write it (`fcn_jax.data.catalog.IGNORE` is this value).
+IGNORE = 255
 
 
 def heatmap_loss(logits: jax.Array, target: jax.Array) -> jax.Array:

@@ -25,9 +25,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from fcn_jax import errors
+from fcn_jax import losses
 from fcn_jax.data import builders  # pylint: disable=unused-import (registers the builders)
 
-IGNORE = 255
+IGNORE = losses.IGNORE  # the mask value of unlabelled pixels, defined where the loss skips it
 OFFLINE = ('fcn_shapes', 'fcn_digits', 'fcn_cells')
 CATALOG = ('mnist', 'cifar10', 'oxford_iiit_pet', 'voc')
 

@@ -23,6 +23,7 @@ from scipy import ndimage
 
 from fcn_jax import errors
 from fcn_jax import geometry
+from fcn_jax import losses
 
 
 def cell_starts(g: geometry.Geometry, size: Sequence[int]) -> tuple[np.ndarray, np.ndarray, int]:
@@ -45,7 +46,7 @@ def cell_matrix(starts: np.ndarray, jump: int, n: int) -> np.ndarray:
 
 
 def heatmap_fraction(mask: np.ndarray, target_class: int, g: geometry.Geometry,
-                     ignore_label: int = 255) -> np.ndarray:
+                     ignore_label: int = losses.IGNORE) -> np.ndarray:
   """`(H', W')` fraction of each cell's labelled in-image pixels that are `target_class`."""
   rows, cols, jump = cell_starts(g, mask.shape[:2])
   mr, mc = cell_matrix(rows, jump, mask.shape[0]), cell_matrix(cols, jump, mask.shape[1])
