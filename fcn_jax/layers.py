@@ -548,6 +548,14 @@ class GatedConv(nnx.Module):
     return self.activation(feature) * jax.nn.sigmoid(gate)
 
 
+def _numbered(children: Sequence[Any]) -> tuple[geometry.Node, ...]:
+  """The children's geometry nodes named `<index>.<name>`, each node built once (a container's
+  geometry is rebuilt on every access, so building a child's twice doubles the work per level
+  of nesting)."""
+  nodes = [geometry.node_of(child) for child in children]
+  return tuple(node.with_name(f'{i}.{node.name}') for i, node in enumerate(nodes))
+
+
 class Sequential(nnx.Sequential):
   """`nnx.Sequential` that composes its layers' geometry (callables count as pointwise)."""
 
@@ -557,9 +565,7 @@ class Sequential(nnx.Sequential):
 
   @property
   def geometry(self) -> geometry.Node:
-    return geometry.Chain(self.name, tuple(
-        geometry.node_of(layer, f'{i}.{geometry.node_of(layer).name}')
-        for i, layer in enumerate(self.layers)))
+    return geometry.Chain(self.name, _numbered(self.layers))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     _check(self, x)
@@ -593,9 +599,8 @@ class Merge(nnx.Module):
 
   @property
   def geometry(self) -> geometry.Merge:
-    return geometry.Merge(self.name, tuple(
-        geometry.node_of(b, f'{i}.{geometry.node_of(b).name}')
-        for i, b in enumerate(self.branches)), reference=self.reference, combine=self.combine)
+    return geometry.Merge(self.name, _numbered(self.branches), reference=self.reference,
+                          combine=self.combine)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     _check(self, x)
