@@ -603,8 +603,9 @@ class Merge(nnx.Module):
                           combine=self.combine)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    _check(self, x)
-    outputs = self.geometry.align(x.shape[1:3], [branch(x) for branch in self.branches])
+    node = self.geometry  # built once per call: it walks every branch
+    geometry.check(node, x.shape)
+    outputs = node.align(x.shape[1:3], [branch(x) for branch in self.branches])
     if self.combine == 'crop':
       return outputs[1 - self.reference]
     if self.combine == 'add':

@@ -27,8 +27,8 @@ def down_stack(in_channels: int, features: Sequence[int], *, kernel_size: int = 
     stride = 2 if downsample == 'stride' else 1
     stack += [layers.Conv(c, width, kernel_size, stride=stride, padding=padding,
                           padding_mode=padding_mode, rngs=rngs)]
-    if norm not in (None, 'none'):
-      stack.append(norm_layer(norm, width, rngs))
+    if norm not in (None, 'none'):  # no identity entry without norm: layer indices (and so
+      stack.append(norm_layer(norm, width, rngs))  # checkpoints' parameter paths) stay as they were
     stack.append(act)
     if downsample != 'stride':
       stack.append((layers.MaxPool if downsample == 'maxpool' else layers.AvgPool)(2))

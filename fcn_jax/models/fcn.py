@@ -87,8 +87,7 @@ class Model(nnx.Module):
     return self.net.geometry
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    geometry.check(self, x.shape)
-    return self.net(x)
+    return self.net(x)  # the outer Merge (named after the variant) checks the input size
 
   def parts(self) -> dict[str, object]:
     """The layers by their role in the paper: `blocks` (5 VGG blocks), `classifier`

@@ -4,7 +4,7 @@ Strided convolutions (or pooling) trade space for channels; 1x1 convolutions
 then act as a dense classifier applied to every position. With the defaults:
 64x64x3 -> 32x32x8 -> 16x16x16 -> 8x8x32 -> 1x1 conv to 10 -> 1x1 conv to 1,
 an 8x8 heat map; a 640x320x3 image gives an 80x40 one. `norm='batch'` puts batch norm after
-each conv (as `configs/default.py` does): it normalises with running statistics at inference, a
+each conv (`configs/default.py` leaves it off: `config.model.norm`): it normalises with running statistics at inference, a
 per-channel affine map, so outputs stay independent of the input size and tiling stays exact.
 """
 
