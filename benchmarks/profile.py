@@ -38,7 +38,7 @@ def main(argv):
   from benchmarks import speed  # pylint: disable=g-import-not-at-top
   from benchmarks import workload  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from fcn_jax import inference, train  # pylint: disable=g-import-not-at-top
+  from fcn_jax import inference, tasks, train  # pylint: disable=g-import-not-at-top
 
   name, steps = FLAGS.model, 3
   model = speed._model(name)  # pylint: disable=protected-access
@@ -55,11 +55,11 @@ def main(argv):
     split = train.place(model, optimizer, 64)  # as fcn_jax.train places them
     x, y = workload.batch(name, 64, 64)
     data = {'image': jax.device_put(x, split), 'target': jax.device_put(y, split)}
-    task = 'heatmap' if name == 'patch_net' else 'segmentation'
+    task = tasks.Heatmap() if name == 'patch_net' else tasks.Segmentation()
     count, what = split.mesh.devices.size, 'training, ms per step'
 
     def step():
-      return train.train_step(model, optimizer, data, task, None, 'float32')[0]
+      return train.train_step(model, optimizer, data, task, 'float32')[0]
 
   for _ in range(2):
     jax.block_until_ready(step())

@@ -8,8 +8,8 @@ Loads the model of a training run (latest checkpoint, or `--step`), reads each
 input (PNG, JPEG, TIFF via Pillow, or `.npy` HxWxC arrays; uint8 images are
 scaled to [0, 1] as in training; a glob matches many files), runs it on the
 whole image, and writes `<output>/<name>.npy` (the raw logits) and
-`<name>_overlay.png` (the heat map or the class colours blended over the
-image). Prints the output shape and the time of each image. Files are written
+`<name>_overlay.png` (the task's overlay: the heat map or the class colours
+blended over the image, `fcn_jax.tasks`). Prints the output shape and the time of each image. Files are written
 under a temporary name and renamed, so a crash never leaves a partial file.
 With `--tile`, inference is exact and tiled (`fcn_jax.inference.predict_tiled`);
 `.npy`/`.tif`/`.zarr` inputs are then read tile by tile and the output written
@@ -26,13 +26,13 @@ import time
 import numpy as np
 from absl import app
 from absl import flags
-from matplotlib import colormaps
 from PIL import Image
 
 from fcn_jax import errors
 from fcn_jax import files
 from fcn_jax import geometry
 from fcn_jax import inference
+from fcn_jax import tasks
 
 
 FLAGS = flags.FLAGS
@@ -81,24 +81,6 @@ def read_image(path: str) -> np.ndarray:
   return array
 
 
-def overlay(image: np.ndarray, logits: np.ndarray) -> np.ndarray:
-  """uint8 RGB: the image (uint8, or floats in [0, 1]) with the heat map (1 output) or class
-  colours blended over it."""
-  if image.dtype == np.uint8:
-    image = image.astype(np.float32) / 255.0
-  h, w = image.shape[:2]
-  rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
-  if logits.shape[-1] == 1:
-    colours = colormaps['magma'](1 / (1 + np.exp(-logits[..., 0])))[..., :3]
-  else:
-    colours = colormaps['tab10'](np.argmax(logits, axis=-1) % 10)[..., :3]
-  # Nearest-neighbour stretch of the output grid over the image.
-  rows = np.minimum(np.arange(h) * colours.shape[0] // h, colours.shape[0] - 1)
-  cols = np.minimum(np.arange(w) * colours.shape[1] // w, colours.shape[1] - 1)
-  blended = 0.5 * rgb + 0.5 * colours[rows][:, cols]
-  return (np.clip(blended, 0, 1) * 255).round().astype(np.uint8)
-
-
 def _write_atomically(path: str, write) -> None:
   """Writes under a temporary name and renames; a failed write (a full disk) leaves nothing."""
   try:
@@ -136,7 +118,8 @@ def main(argv):
     raise app.UsageError(f'no file matches --input={FLAGS.input}')
   try:
     t0 = time.time()
-    model, _ = inference.load_trained(FLAGS.workdir, FLAGS.step)
+    model, config = inference.load_trained(FLAGS.workdir, FLAGS.step)
+    task = tasks.from_config(config.data, config.get('loss'))
     print(f'loaded {geometry.of(model).name} from {FLAGS.workdir} in {time.time() - t0:.1f}s')
     if FLAGS.tile:
       inference.check_tile(model, FLAGS.tile)
@@ -163,9 +146,10 @@ def main(argv):
         logits = inference.predict(model, image)
       seconds = time.time() - t0
       _write_atomically(target, lambda p: np.save(p, logits))
-      if logits.ndim == 3:
+      picture = task.overlay(image, logits)
+      if picture is not None:
         _write_atomically(os.path.join(output, f'{name}_overlay.png'),
-                          lambda p: Image.fromarray(overlay(image, logits)).save(p))
+                          lambda p: Image.fromarray(picture).save(p))
       print(f'{path}: input {image.shape[0]}x{image.shape[1]}x{image.shape[2]} -> output '
             f'{"x".join(map(str, logits.shape))} in {seconds:.2f}s')
   except errors.UserError as e:  # one clear line; a bug keeps its traceback

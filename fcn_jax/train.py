@@ -56,9 +56,9 @@ from fcn_jax import evaluate
 from fcn_jax import files
 from fcn_jax import geometry
 from fcn_jax import layers
-from fcn_jax import losses
 from fcn_jax import models
 from fcn_jax import optim
+from fcn_jax import tasks
 from fcn_jax.data import pipeline
 
 FLAGS = flags.FLAGS
@@ -150,19 +150,19 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
                      json.loads(config.to_json_best_effort()), indent=2, sort_keys=True)
 
 
-def _train_step(model, optimizer, batch, task: str, class_weights, compute_dtype: str):
+def _train_step(model, optimizer, batch, task: tasks.Task, compute_dtype: str):
   def loss_fn(model):
     # The layers compute in their input's dtype: a bfloat16 image gives bfloat16 convs on
     # float32 parameters (whose gradients stay float32); the loss is float32.
     logits = model(batch['image'].astype(compute_dtype))
-    return losses.task_loss(task, logits.astype(jnp.float32), batch, class_weights)
+    return task.loss(logits.astype(jnp.float32), batch)
 
   loss, grads = nnx.value_and_grad(loss_fn)(model)
   optimizer.update(model, grads)
   return loss, optax.tree.norm(grads)
 
 
-train_step = nnx.jit(_train_step, static_argnames=('task', 'class_weights', 'compute_dtype'),
+train_step = nnx.jit(_train_step, static_argnames=('task', 'compute_dtype'),
                      donate_argnames=('model', 'optimizer'))
 
 
@@ -229,15 +229,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                 process_index=jax.process_index(),
                                 process_count=jax.process_count())
   _write_config(config, workdir)  # only now: a run that fails to start leaves no config
-  class_weights = config.loss.get('class_weights')
-  class_weights = tuple(class_weights) if class_weights else None
+  task = tasks.from_config(config.data, config.loss)
   batches = data.as_numpy_iterator()
   last_loss, losses_since_log, t0 = math.nan, [], time.time()
   with metric_writers.ensure_flushes(writer), _stop_requests() as stop:
     while step < config.num_train_steps:
       batch = _global_batch(next(batches), split)
       loss, grad_norm = (float(v) for v in train_step(
-          model, optimizer, batch, config.data.task, class_weights, config.compute_dtype))
+          model, optimizer, batch, task, config.compute_dtype))
       if not (math.isfinite(loss) and math.isfinite(grad_norm)):
         latest = checkpoints.latest_step()
         what = f'loss is {loss}' if not math.isfinite(loss) else (
@@ -299,7 +298,8 @@ def _write_results(model, config, results, step: int, workdir: str) -> None:
   if jax.process_index() > 0:
     return
   g = geometry.of(model)
-  png = evaluate.plot_examples(results, config.data.task, os.path.join(workdir, 'examples.png'))
+  png = evaluate.plot_examples(results, tasks.from_config(config.data),
+                               os.path.join(workdir, 'examples.png'))
   text = [f'# {g.name} on {config.data.name} after {step} steps', '',
           f'Trained on {config.data.patch_size or "whole"}'
           f'{"×" + str(config.data.patch_size) if config.data.patch_size else ""} '

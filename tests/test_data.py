@@ -18,11 +18,13 @@ from flax import nnx
 from fcn_jax import errors
 from fcn_jax import geometry
 from fcn_jax import models
+from fcn_jax import tasks
 from fcn_jax.data import builders
 from fcn_jax.data import catalog
 from fcn_jax.data import pipeline
 from fcn_jax.data import synthetic
-from fcn_jax.data import targets
+from fcn_jax.tasks import heatmap
+from fcn_jax.tasks import segmentation
 from tests import mock_catalog
 
 TINY = ('fcn_shapes/tiny', 'fcn_cells/tiny', 'fcn_digits/canvas_tiny', 'fcn_digits/single')
@@ -149,7 +151,7 @@ def test_catalog_datasets_through_the_pipeline(monkeypatch, name, task, patch):
     assert batch['image'].shape[1:3] == ((28, 28) if name == 'mnist' else (32, 32))
   else:
     assert batch['image'].shape == (2, 64, 64, 3) and batch['target'].shape == (2, 64, 64)
-    labels = set(np.unique(batch['target'])) - {catalog.IGNORE}
+    labels = set(np.unique(batch['target'])) - {tasks.IGNORE}
     assert labels <= set(range(catalog.num_classes(name)))
 
 
@@ -167,7 +169,7 @@ def test_voc_boxes_become_a_mask_with_small_boxes_on_top():
   boxes = np.array([[0, 0, 1, 1], [0.5, 0.5, 1, 1], [0, 0, 0.25, 0.25]], np.float32)
   mask = catalog._boxes_to_mask((8, 8), boxes, np.array([4, 6, 1]),  # pylint: disable=protected-access
                                 np.array([False, False, True]))
-  assert mask[1, 5] == 5 and mask[6, 6] == 7 and mask[0, 0] == catalog.IGNORE
+  assert mask[1, 5] == 5 and mask[6, 6] == 7 and mask[0, 0] == tasks.IGNORE
 
 
 # --------------------------------------------------------------------------
@@ -216,7 +218,7 @@ def test_small_images_are_rejected_or_padded(data_dir):
   padded = _batches(_config(data_dir, patch_size=120, small_images='pad', task='segmentation'),
                     _geometry(name='encoder_decoder', out_channels=4, features=(4, 4, 4)), 1,
                     batch_size=2)[0]
-  assert (padded['target'] == catalog.IGNORE).any()  # the padding carries no label
+  assert (padded['target'] == tasks.IGNORE).any()  # the padding carries no label
 
 
 def test_stream_is_deterministic_and_resumable(data_dir):
@@ -267,7 +269,7 @@ def _nearest_centre_fraction(mask, target_class, g):
   for i in range(out[0]):
     for j in range(out[1]):
       pixels = [mask[y, x] for y in range(mask.shape[0]) for x in range(mask.shape[1])
-                if owner[0][y] == i and owner[1][x] == j and mask[y, x] != catalog.IGNORE]
+                if owner[0][y] == i and owner[1][x] == j and mask[y, x] != tasks.IGNORE]
       frac[i, j] = np.mean([p == target_class for p in pixels]) if pixels else 0
   return frac
 
@@ -283,9 +285,9 @@ def test_heatmap_targets_match_brute_force(model, data_dir):
   rng = np.random.default_rng(0)
   for size in [(64, 64), (37, 50)]:
     mask = rng.integers(0, 3, size=size)
-    mask[rng.random(size) < 0.05] = catalog.IGNORE
+    mask[rng.random(size) < 0.05] = tasks.IGNORE
     want = _nearest_centre_fraction(mask, 1, g)
-    np.testing.assert_allclose(targets.heatmap_fraction(mask, 1, g), want, atol=1e-6)
+    np.testing.assert_allclose(heatmap.fraction(mask, 1, g), want, atol=1e-6)
 
 
 def test_pipeline_targets_equal_numpy_targets(data_dir):
@@ -296,29 +298,29 @@ def test_pipeline_targets_equal_numpy_targets(data_dir):
   heat = _batches(_config(data_dir), g, 2, batch_size=4)
   for s, h in zip(seg, heat):
     for mask, target in zip(s['target'], h['target']):
-      np.testing.assert_allclose(target[..., 0], targets.heatmap_fraction(mask, 1, g), atol=1e-6)
+      np.testing.assert_allclose(target[..., 0], heatmap.fraction(mask, 1, g), atol=1e-6)
 
 
 def test_centre_targets_find_a_known_object():
   g = _geometry()
   # An object centred at (20.5, 41.2) lies in the cell of output (3, 5): cells are
   # [8i - 4, 8i + 4) because output i is centred on input 8i.
-  heat = targets.heatmap_centres(np.array([[20.5, 41.2]]), (64, 64), g)
+  heat = heatmap.centres(np.array([[20.5, 41.2]]), (64, 64), g)
   assert heat.sum() == 1 and heat[3, 5] == 1
-  assert targets.heatmap_centres(np.array([[3.9, 4.0]]), (64, 64), g)[0, 1] == 1
+  assert heatmap.centres(np.array([[3.9, 4.0]]), (64, 64), g)[0, 1] == 1
 
 
 def test_dense_labels_crop_for_valid_unet():
   g = _geometry(name='unet', depth=3, width=2)
   labels = np.arange(92 * 92).reshape(92, 92)
-  cropped = targets.dense_labels(labels, g)
+  cropped = segmentation.dense_labels(labels, g)
   assert cropped.shape == g.output_size((92, 92)) == (52, 52)
   assert cropped[0, 0] == labels[20, 20]  # (92 - 52) / 2
 
 
 def test_unet_weight_map_hand_computed():
   instances = np.array([[1, 0, 0, 0, 0, 0, 2]])
-  w = targets.unet_weight_map(instances, w0=10, sigma=5)
+  w = segmentation.unet_weight_map(instances, w0=10, sigma=5)
   w_bg, w_fg = 7 / (2 * 5), 7 / (2 * 2)  # class balance: N / (2 * count)
   assert math.isclose(w[0, 0], w_fg, rel_tol=1e-6)
   # Pixel 3 is 3 from both cells: w_bg + 10 * exp(-(3 + 3)^2 / 50).

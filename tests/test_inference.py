@@ -156,13 +156,3 @@ def test_export_round_trip_every_family(case):
   if period > 1:  # the artifact itself refuses sizes off the lattice
     with pytest.raises(ValueError, match='polymorphic shapes'):
       run(np.zeros((1, first + 1, first, channels), np.float32))
-
-
-def test_overlay_takes_uint8_or_unit_floats_alike():
-  rng = np.random.default_rng(0)
-  image = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
-  logits = rng.normal(size=(2, 3, 1)).astype(np.float32)
-  from_uint8 = predict.overlay(image, logits)
-  from_floats = predict.overlay((image / 255.0).astype(np.float32), logits)
-  np.testing.assert_allclose(from_uint8, from_floats, atol=1)
-  assert from_uint8.shape == (16, 24, 3) and from_uint8.std() > 20  # not washed out to white

@@ -15,6 +15,7 @@ from flax import nnx
 
 from fcn_jax import models
 from fcn_jax import optim
+from fcn_jax import tasks
 from fcn_jax import train
 from tests import mock_catalog
 
@@ -187,7 +188,7 @@ def test_compute_dtype_is_the_dtype_of_the_training_convolutions(dtype):
 
   def step(state, batch):
     model, optimizer = nnx.merge(graphdef, state)
-    return train._train_step(model, optimizer, batch, 'heatmap', None, dtype)  # pylint: disable=protected-access
+    return train._train_step(model, optimizer, batch, tasks.Heatmap(), dtype)  # pylint: disable=protected-access
 
   convs = [line for line in str(jax.make_jaxpr(step)(state, batch)).splitlines()
            if 'conv_general_dilated[' in line]

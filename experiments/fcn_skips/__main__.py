@@ -28,6 +28,7 @@ from experiments import common
 from fcn_jax import evaluate
 from fcn_jax import geometry
 from fcn_jax import stats
+from fcn_jax import tasks
 from fcn_jax.data import catalog
 from fcn_jax.data import pipeline
 
@@ -57,7 +58,7 @@ def score(model, data, split: str) -> tuple[dict, np.ndarray, dict]:
   confusion matrices flattened `[images, K*K]`, and one example."""
   g = geometry.of(model)
   k = catalog.num_classes(data.name)
-  counts = evaluate.Accumulator('segmentation', k)
+  counts = tasks.Segmentation().metrics(k)
   per_image, example = [], None
   model.eval()
   for ex in pipeline.eval_examples(data, g, split):
@@ -109,7 +110,7 @@ def run(workdir: str, quick: bool) -> dict:
   first = examples[VARIANTS[0]]
   axes[0].imshow(first['image'])
   axes[0].set_title('input', fontsize=9)
-  axes[1].imshow(np.where(first['target'] == catalog.IGNORE, -1, first['target']), cmap='tab10',
+  axes[1].imshow(np.where(first['target'] == tasks.IGNORE, -1, first['target']), cmap='tab10',
                  vmin=-1, vmax=9, interpolation='nearest')
   axes[1].set_title('target', fontsize=9)
   for ax, variant in zip(axes[2:], VARIANTS):

@@ -26,7 +26,7 @@ from fcn_jax import geometry
 from fcn_jax import stats
 from fcn_jax import inference
 from fcn_jax.data import synthetic
-from fcn_jax.data import targets
+from fcn_jax.tasks import heatmap
 
 MODES = ('zeros', 'reflect', 'replicate', 'valid')
 MARGIN = 64  # real context around each crop (a multiple of the nets' stride)
@@ -74,7 +74,7 @@ def measure(model, size, count: int, seed: int = 4321) -> dict:
     example = synthetic.shapes_example(np.random.default_rng((seed, *size, i)), *scene_size)
     scene = example['image'].astype(np.float32) / 255.0
     crop = scene[MARGIN:MARGIN + size[0], MARGIN:MARGIN + size[1]]
-    target = targets.heatmap_fraction(
+    target = heatmap.fraction(
         example['mask'][MARGIN:MARGIN + size[0], MARGIN:MARGIN + size[1], 0], 1, g)
     alone = inference.predict(model, crop)[..., 0]
     h, w = alone.shape

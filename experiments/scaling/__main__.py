@@ -38,10 +38,9 @@ from configs import default
 from experiments import common
 from fcn_jax import geometry
 from fcn_jax import inference
-from fcn_jax import predict
 from fcn_jax import stats
 from fcn_jax.data import synthetic
-from fcn_jax.data import targets
+from fcn_jax.tasks import heatmap
 
 SHAPE_SIZES = ((64, 64), (65, 65), (96, 96), (100, 37), (128, 128), (256, 256), (320, 640),
                (640, 320), (512, 512), (1024, 1024))
@@ -117,7 +116,7 @@ def measure(model, g, scenes: list[dict], sizes: tuple[int, ...]) -> dict:
   positive_predictions = 0
   for scene in scenes:
     image = scene['image'].astype(np.float32) / 255.0
-    truth = targets.heatmap_fraction(scene['mask'][..., 0], 1, g) > 0.5  # the scene's cells
+    truth = heatmap.fraction(scene['mask'][..., 0], 1, g) > 0.5  # the scene's cells
     ref_pred = scene_predictions(model, image, reference) > 0
     for s in sizes:
       pred = scene_predictions(model, image, s) > 0 if s != reference else ref_pred
@@ -223,7 +222,7 @@ def _plots(workdir, model, g, scene, sizes, rows) -> None:
   fig, axes = common.figure(1, len(sizes), figsize=(3.2 * len(sizes), 3.4), squeeze=False)
   for ax, s in zip(axes[0], sizes):
     logits = scene_predictions(model, image, s)
-    ax.imshow(predict.overlay(image, logits[..., None]))  # overlay takes pixels in [0, 1]
+    ax.imshow(heatmap.Heatmap().overlay(image, logits[..., None]))  # overlay takes pixels in [0, 1]
     ax.set_title(f'run as {s}×{s} crops', fontsize=9)
     ax.axis('off')
   common.save_figure(fig, os.path.join(workdir, 'overlays.png'))

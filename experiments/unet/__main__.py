@@ -23,10 +23,9 @@ from configs import unet_cells
 from experiments import common
 from fcn_jax import geometry
 from fcn_jax import inference
-from fcn_jax import predict
 from fcn_jax import stats
 from fcn_jax.data import synthetic
-from fcn_jax.data import targets
+from fcn_jax.tasks import segmentation
 
 GAP_WEIGHT = 3.0  # separation term above which a background pixel counts as a gap
 MARGIN = 0.02  # IoU and gap accuracy; declared before the run
@@ -72,7 +71,7 @@ def measure(model, size, count: int, seed: int = 777) -> dict:
     logits = overlap_tile(model, image)
     pred = logits.argmax(-1) == 1
     iou.append([int((pred & truth).sum()), int((pred | truth).sum())])
-    separation = targets.unet_weight_map(instances, class_weights=(0.0, 0.0))
+    separation = segmentation.unet_weight_map(instances, class_weights=(0.0, 0.0))
     gaps = ~truth & (separation > GAP_WEIGHT)
     gap.append([int((~pred & gaps).sum()), int(gaps.sum())])
     if example is None:
@@ -116,7 +115,7 @@ def run(workdir: str, quick: bool) -> dict:
   for ax_row, weights in zip(axes, (True, False)):
     for ax, size in zip(ax_row, sizes):
       ex = examples[weights, size]
-      ax.imshow(predict.overlay(ex['image'], ex['logits']))
+      ax.imshow(segmentation.Segmentation().overlay(ex['image'], ex['logits']))
       ax.contour(ex['truth'], levels=[0.5], colors='w', linewidths=0.4)
       ax.set_title(f'{"with" if weights else "without"} weights, {size[0]}×{size[1]}',
                    fontsize=8)

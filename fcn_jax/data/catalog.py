@@ -7,13 +7,13 @@ Offline (generated locally by `fcn_jax.data.builders`): `fcn_shapes`,
 
 `standardize(name)` maps a dataset's examples to the common format:
 `image` (uint8 HxWxC) and, as the dataset has them, `label` (int32 class),
-`mask` (int32 HxW class map; `IGNORE` = not labelled), `centres` (float32
+`mask` (int32 HxW class map; `tasks.IGNORE` = not labelled), `centres` (float32
 Kx2 object centres, row/col in pixels) and `instances` (int32 HxW ids).
 
 Choices: Oxford-IIIT Pet's trimap becomes 1 = pet, 0 = background, and the
-uncertain border `IGNORE`. tfds's `voc` has boxes but no segmentation masks, so
+uncertain border `tasks.IGNORE`. tfds's `voc` has boxes but no segmentation masks, so
 its mask is made from the boxes (each box filled with 1 + its class, smaller
-boxes on top, "difficult" boxes `IGNORE`): box-level supervision, not VOC's
+boxes on top, "difficult" boxes `tasks.IGNORE`): box-level supervision, not VOC's
 pixel annotation.
 """
 
@@ -25,10 +25,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from fcn_jax import errors
-from fcn_jax import losses
+from fcn_jax import tasks
 from fcn_jax.data import builders  # pylint: disable=unused-import (registers the builders)
 
-IGNORE = losses.IGNORE  # the mask value of unlabelled pixels, defined where the loss skips it
 OFFLINE = ('fcn_shapes', 'fcn_digits', 'fcn_cells')
 CATALOG = ('mnist', 'cifar10', 'oxford_iiit_pet', 'voc')
 
@@ -142,7 +141,7 @@ def _classification(ex):
 
 def _pets(ex):
   trimap = _mask(ex['segmentation_mask'])  # 1 pet, 2 background, 3 border
-  mask = tf.where(trimap == 1, 1, tf.where(trimap == 2, 0, IGNORE))
+  mask = tf.where(trimap == 1, 1, tf.where(trimap == 2, 0, tasks.IGNORE))
   return {'image': ex['image'], 'mask': mask}
 
 
@@ -155,7 +154,7 @@ def _boxes_to_mask(shape, boxes, labels, difficult):
     ymin, xmin, ymax, xmax = boxes[k]
     rows = slice(int(np.floor(ymin * height)), int(np.ceil(ymax * height)))
     cols = slice(int(np.floor(xmin * width)), int(np.ceil(xmax * width)))
-    mask[rows, cols] = IGNORE if difficult[k] else labels[k] + 1
+    mask[rows, cols] = tasks.IGNORE if difficult[k] else labels[k] + 1
   return mask
 
 

@@ -7,7 +7,7 @@ of processes; each
 example gets a random crop of `patch_size` that stays inside the image (smaller
 images are rejected or padded, per `config.small_images`), the same crop of its
 labels, augmentation, and targets at the model's output resolution computed
-from its geometry (`fcn_jax.data.targets`). Randomness is stateless, keyed by
+from its geometry by the task (`fcn_jax.tasks`). Randomness is stateless, keyed by
 `(seed, example index)`, so the stream is a pure function of the seed and
 `start_index` skips ahead without decoding (resuming a run).
 
@@ -17,7 +17,7 @@ convolutions), one at a time, with its targets as NumPy arrays.
 
 Element of a training batch: `image` float32 `(B, P, P, C)` in [0, 1] and
 `target` — float32 `(B, H', W', 1)` for heat maps, int32 `(B, H', W')` for
-segmentation (`catalog.IGNORE` = no label), int32 `(B,)` for classification —
+segmentation (`tasks.IGNORE` = no label), int32 `(B,)` for classification —
 plus `weight` float32 `(B, H', W')` when U-Net weight maps are on.
 """
 
@@ -30,11 +30,9 @@ import tensorflow_datasets as tfds
 
 from fcn_jax import errors
 from fcn_jax import geometry
+from fcn_jax import tasks
 from fcn_jax.data import catalog
-from fcn_jax.data import targets
-
-TASKS = ('heatmap', 'classification', 'segmentation')
-
+from fcn_jax.tasks import segmentation
 
 def _seeds(seed, index, n):
   """`n` independent stateless seeds for example `index`."""
@@ -50,7 +48,7 @@ def _pad_to(ex, patch: int):
   out['image'] = tf.pad(ex['image'], [[0, pad_h], [0, pad_w], [0, 0]])
   for key in ('mask', 'instances'):
     if key in ex:
-      value = catalog.IGNORE if key == 'mask' else 0
+      value = tasks.IGNORE if key == 'mask' else 0
       out[key] = tf.pad(ex[key], [[0, pad_h], [0, pad_w]], constant_values=value)
   return out
 
@@ -92,48 +90,32 @@ def _augment(ex, size, augment, seed):
   return ex
 
 
-class PatchTargets:
-  """Targets of a fixed-size patch at a model's output resolution (static, from geometry)."""
-
-  def __init__(self, data: ml_collections.ConfigDict, g: geometry.Geometry, patch: tuple[int, int]):
-    self.task, self.g, self.patch = data.task, g, patch
-    self.heatmap = data.get('heatmap', 'fraction')
-    self.target_class = data.get('target_class', 1)
-    if self.task == 'heatmap':
-      rows, cols, jump = targets.cell_starts(g, patch)
-      self.rows, self.cols, self.jump = rows, cols, jump
-      self.row_cells = tf.constant(targets.cell_matrix(rows, jump, patch[0]))
-      self.col_cells = tf.constant(targets.cell_matrix(cols, jump, patch[1]))
-    elif self.task == 'segmentation':
-      self.offset = targets.dense_offsets(g, patch)
-      self.out_size = g.output_size(patch)
-
-  def crop(self, x):
-    """Aligns a per-pixel map of the patch with a stride-1 model's output."""
-    (top, left), (h, w) = self.offset, self.out_size
-    return x[top:top + h, left:left + w]
-
-  def __call__(self, ex) -> tf.Tensor:
-    if self.task == 'classification':
-      return ex['label']
-    if self.task == 'segmentation':
-      return self.crop(ex['mask'])
-    if self.heatmap == 'centres':
-      c = tf.floor(ex['centres'])
-      in_row = tf.cast((c[:, :1] >= self.rows) & (c[:, :1] < self.rows + self.jump), tf.float32)
-      in_col = tf.cast((c[:, 1:] >= self.cols) & (c[:, 1:] < self.cols + self.jump), tf.float32)
-      heat = tf.minimum(tf.matmul(in_row, in_col, transpose_a=True), 1.0)
-    else:
-      mask = ex['mask']
-      valid = tf.cast(mask != catalog.IGNORE, tf.float32)
-      hits = tf.cast(mask == self.target_class, tf.float32)
-      pool = lambda x: tf.matmul(tf.matmul(self.row_cells, x, transpose_a=True), self.col_cells)  # pylint: disable=unnecessary-lambda-assignment
-      heat = pool(hits) / tf.maximum(pool(valid), 1.0)
-    return heat[..., None]
-
-
 def _weight_map(instances, w0, sigma):
-  return targets.unet_weight_map(instances, w0, sigma).astype(np.float32)
+  return segmentation.unet_weight_map(instances, w0, sigma).astype(np.float32)
+
+
+def _check_fields(task: tasks.Task, data: ml_collections.ConfigDict, needed, ex) -> None:
+  """A clear error when the dataset lacks what the task's targets are made from."""
+  missing = sorted(set(needed) - set(ex))
+  if missing:
+    raise errors.ConfigError(
+        f'data.task={task.name!r} (with these data settings) needs {missing} from each example, '
+        f'which {data.name} does not have: choose another task, data.heatmap or data.weight_map')
+
+
+def _numpy_targets(task: tasks.Task, g: geometry.Geometry, size: tuple[int, int],
+                   ex: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+  """The task's targets of a patch of `size`, computed by its one (NumPy) implementation."""
+  names, specs = task.inputs(), task.target_specs(g, size)
+  make = task.target_maker(g, size)
+
+  def targets(*values):
+    out = make(dict(zip(names, values)))
+    return [out[k] for k in specs]
+
+  values = tf.numpy_function(targets, [ex[k] for k in names],
+                             [tf.as_dtype(dtype) for _, dtype in specs.values()], stateful=False)
+  return {k: tf.ensure_shape(v, shape) for (k, (shape, _)), v in zip(specs.items(), values)}
 
 
 def train_dataset(data: ml_collections.ConfigDict, g: geometry.Geometry, *, batch_size: int,
@@ -144,8 +126,7 @@ def train_dataset(data: ml_collections.ConfigDict, g: geometry.Geometry, *, batc
   `start_index` counts examples of the global stream (step * global batch);
   `batch_size` is this process's share of the global batch.
   """
-  if data.task not in TASKS:
-    raise errors.ConfigError(f'data.task must be one of {TASKS}, got {data.task!r}')
+  task = tasks.from_config(data)
   ds = catalog.load(data.name, data.train_split, data_dir=data.get('data_dir'),
                     shuffle_files=True, seed=seed, decode=False)
   decode = catalog.decode_images(data.name, data.get('data_dir'))
@@ -167,6 +148,8 @@ def train_dataset(data: ml_collections.ConfigDict, g: geometry.Geometry, *, batc
     crop_seed, aug_seed = _seeds(seed, index, 2)
     ex = standardize(decode(raw))
     ex['image'] = tf.cast(ex['image'], tf.float32) / 255.0
+    # The weight map (U-Net) is computed from the instance ids, below.
+    _check_fields(task, data, ['instances' if k == 'weight' else k for k in task.inputs()], ex)
     if patch:
       keep = tf.constant(True) if small == 'pad' else tf.reduce_all(
           tf.shape(ex['image'])[:2] >= patch)
@@ -176,7 +159,7 @@ def train_dataset(data: ml_collections.ConfigDict, g: geometry.Geometry, *, batc
                                         tf.int32)
       left = tf.random.stateless_uniform([], tf.reverse(crop_seed, [0]), 0,
                                          tf.maximum(shape[1] - patch, 0) + 1, tf.int32)
-      if weights and 'instances' in ex:
+      if weights:
         # The weight map of a window with a margin (distances to cells just outside count).
         t0, l0 = tf.maximum(top - margin, 0), tf.maximum(left - margin, 0)
         window = ex['instances'][t0:top + patch + margin, l0:left + patch + margin]
@@ -195,11 +178,13 @@ def train_dataset(data: ml_collections.ConfigDict, g: geometry.Geometry, *, batc
       size = tuple(ex['image'].shape[:2])
       if None in size:
         raise errors.ConfigError(f'{data.name} has images of varying size: set data.patch_size')
+      if weights:
+        w = tf.numpy_function(_weight_map, [ex['instances'], weights.w0, weights.sigma],
+                              tf.float32)
+        ex['weight'] = tf.ensure_shape(w, size)
     ex = _augment(ex, size, augment, aug_seed)
-    make_targets = PatchTargets(data, g, size)
-    out = {'image': tf.ensure_shape(ex['image'], [*size, None]), 'target': make_targets(ex)}
-    if 'weight' in ex:
-      out['weight'] = make_targets.crop(ex['weight'])
+    out = {'image': tf.ensure_shape(ex['image'], [*size, None]),
+           **_numpy_targets(task, g, size, ex)}
     return out, keep
 
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -260,23 +245,18 @@ def eval_examples(data: ml_collections.ConfigDict, g: geometry.Geometry, split: 
   ds = ds.map(catalog.standardize(data.name))
   if max_examples:
     ds = ds.take(max_examples)
-  weights = data.get('weight_map')
+  task = tasks.from_config(data)
   for ex in tfds.as_numpy(ds):
     h, w = fit_size(g, ex['image'].shape[:2])
     out = {'image': (ex['image'][:h, :w].astype(np.float32) / 255.0)[None], 'size': (h, w)}
-    if data.task == 'classification':
-      out['target'] = out['label'] = ex['label']
-    elif data.task == 'segmentation':
+    if 'label' in ex:
+      out['label'] = ex['label']
+    if 'mask' in ex:
       out['mask'] = ex['mask'][:h, :w]
-      out['target'] = targets.dense_labels(out['mask'], g)
-      if weights and 'instances' in ex:
-        out['weight'] = targets.dense_labels(targets.unet_weight_map(
-            ex['instances'][:h, :w], weights.w0, weights.sigma), g)
-    elif data.get('heatmap', 'fraction') == 'centres':
+    if 'centres' in ex:
       out['centres'] = ex['centres'][(ex['centres'][:, 0] < h) & (ex['centres'][:, 1] < w)]
-      out['target'] = targets.heatmap_centres(out['centres'], (h, w), g)[..., None]
-    else:
-      out['mask'] = ex['mask'][:h, :w]
-      out['target'] = targets.heatmap_fraction(out['mask'], data.get('target_class', 1),
-                                               g)[..., None]
+    needed = [k for k in task.inputs() if k != 'weight']  # evaluation weighs no pixel
+    _check_fields(task, data, needed, out)
+    fields = {k: out[k] for k in needed}
+    out.update(task.targets(g, (h, w), fields))
     yield out

@@ -16,6 +16,7 @@ from absl import flags
 from matplotlib.figure import Figure
 
 from fcn_jax import figures
+from fcn_jax import tasks
 from fcn_jax.data import catalog
 
 FLAGS = flags.FLAGS
@@ -46,7 +47,7 @@ def grid(name: str, split: str, num: int, data_dir: str | None = None) -> Figure
                            (f'  label {ex["label"]}' if 'label' in ex else ''), fontsize=8)
     if dense:
       labels = ex['instances'] if 'instances' in ex else ex['mask']
-      shown = np.where(labels == catalog.IGNORE, -1, labels)
+      shown = np.where(labels == tasks.IGNORE, -1, labels)
       axes[1, col].imshow(shown, cmap='tab20' if 'instances' in ex else 'tab10',
                           vmin=-1, vmax=max(10, int(shown.max())), interpolation='nearest')
       axes[1, col].set_title('instances' if 'instances' in ex else 'mask', fontsize=8)
