@@ -28,6 +28,7 @@ of the metric against each parameter and over the trials.
 """
 
 import dataclasses
+import datetime
 import importlib
 import importlib.util
 import itertools
@@ -201,12 +202,16 @@ class TrialFailed(Exception):
   """The training process of a trial failed; the message is its error."""
 
 
+STARTED = 'objective_started'  # user attribute: the number of the trial whose objective began
+
+
 def run_trial(trial: optuna.Trial, spec: SweepSpec, workdir: str) -> float:
   """Runs one trial as a training process, reporting evaluations for pruning."""
   frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
   retried = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
   number = retried if retried is not None else trial.number
   trial_dir = os.path.join(workdir, f'trial_{number:03d}')  # a retry resumes the same run
+  trial.set_user_attr(STARTED, trial.number)  # see fail_orphaned_trials
   values = _suggest(trial, spec)
   trial.set_user_attr('workdir', trial_dir)
   t0 = time.time()
@@ -264,8 +269,12 @@ def storage_for(url: str, grace_period: int = 30) -> optuna.storages.RDBStorage:
                      {'pool_pre_ping': True}))
 
 
-def open_study(spec: SweepSpec, storage: str, grace_period: int = 30) -> optuna.Study:
-  """Creates or loads the sweep's study; a new grid study gets every grid point enqueued."""
+def open_study(spec: SweepSpec, storage: str | optuna.storages.RDBStorage,
+               grace_period: int = 30) -> optuna.Study:
+  """Creates or loads the sweep's study (a URL, or a storage from `storage_for`); a new grid
+  study gets every grid point enqueued."""
+  if isinstance(storage, str):
+    storage = storage_for(storage, grace_period)
   if spec.sampler == 'grid':
     sampler = optuna.samplers.GridSampler({k: list(v) for k, v in spec.params.items()},
                                           seed=spec.seed)
@@ -279,7 +288,7 @@ def open_study(spec: SweepSpec, storage: str, grace_period: int = 30) -> optuna.
       raise errors.ConfigError(f"pruner name must be 'median', got {spec.pruner.get('name')!r}")
     pruner = optuna.pruners.MedianPruner(n_startup_trials=spec.pruner.get('startup_trials', 2),
                                          n_warmup_steps=spec.pruner.get('warmup_steps', 0))
-  study = optuna.create_study(study_name=spec.name, storage=storage_for(storage, grace_period),
+  study = optuna.create_study(study_name=spec.name, storage=storage,
                               sampler=sampler, pruner=pruner, direction=spec.direction,
                               load_if_exists=True)
   if spec.sampler == 'grid' and not study.trials:
@@ -301,11 +310,44 @@ def _progress(study: optuna.Study) -> tuple[int, int, int]:
   return done, running, waiting
 
 
+def fail_orphaned_trials(study: optuna.Study, storage: optuna.storages.RDBStorage,
+                         grace_period: int) -> list[int]:
+  """Fails, and retries, running trials whose worker died before recording a heartbeat.
+
+  optuna's stale check (`fail_stale_trials`) looks only at trials with a heartbeat, so a
+  worker killed between creating its trial and its first heartbeat would leave a trial that
+  runs forever and that every other worker waits for. A trial whose objective
+  (`run_trial`, called after optuna starts the heartbeat) began has its own number in the
+  `STARTED` attribute (a retry copies its failed trial's attributes, so the number tells
+  them apart); a running trial without it `grace_period` seconds after it started is an
+  orphan. Returns their numbers.
+  """
+  study_id = storage.get_study_id_from_name(study.study_name)
+  now = datetime.datetime.now()  # optuna's datetime_start: local time, naive
+  retry = storage.get_heartbeat_stale_trial_callback()
+  failed = []
+  for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+    if (trial.user_attrs.get(STARTED) == trial.number or trial.datetime_start is None or
+        (now - trial.datetime_start).total_seconds() <= grace_period):
+      continue
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+    try:
+      if storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL):
+        failed.append(trial.number)
+        if retry is not None:
+          retry(study, storage.get_trial(trial_id))
+    except optuna.exceptions.UpdateFinishedTrialError:
+      pass  # another worker failed it first
+  return failed
+
+
 def work(spec: SweepSpec, storage: str, workdir: str, grace_period: int = 30) -> None:
   """One worker: runs trials until the budget is spent (waits out other workers' trials)."""
-  study = open_study(spec, storage, grace_period)
+  rdb = storage_for(storage, grace_period)
+  study = open_study(spec, rdb)
   while True:
     optuna.storages.fail_stale_trials(study)
+    fail_orphaned_trials(study, rdb, grace_period)
     done, running, waiting = _progress(study)
     if done >= spec.budget:
       return

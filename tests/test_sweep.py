@@ -97,8 +97,8 @@ def test_resume_after_kill_finishes_only_the_rest(tmp_path):
       continue
     states = [t.state for t in trials]
     # Kill once the running trial's training has logged: its worker has then recorded a
-    # heartbeat. (A worker killed before its first heartbeat leaves a trial that optuna never
-    # calls stale, and the resumed sweep waits for it: a known gap, see the stop note.)
+    # heartbeat, so optuna's own stale check fails it (a worker killed before its first
+    # heartbeat: test_a_trial_orphaned_before_its_first_heartbeat_is_retried).
     logs = [tmp_path / f'trial_{t.number:03d}' / 'train.log' for t in trials
             if t.state == optuna.trial.TrialState.RUNNING]
     logged = [log for log in logs if log.exists() and log.stat().st_size > 0]
@@ -119,6 +119,24 @@ def test_resume_after_kill_finishes_only_the_rest(tmp_path):
   # The killed trial failed by heartbeat and was retried in its own directory.
   assert sum(t.state == optuna.trial.TrialState.FAIL for t in trials) == 1
   assert len(list(tmp_path.glob('trial_*'))) == 4
+
+
+def test_a_trial_orphaned_before_its_first_heartbeat_is_retried(tmp_path):
+  sweep_file = os.path.join(ROOT, 'configs/sweeps/tiny_grid.py')
+  spec = sweep.load_sweep(sweep_file)
+  study = sweep.open_study(spec, f'sqlite:///{tmp_path}/study.db', grace_period=2)
+  orphan = study.ask()  # RUNNING with no heartbeat: as if its worker died at once
+  point = study.get_trials()[orphan.number].system_attrs['fixed_params']  # popped grid point
+  time.sleep(3)
+  _run(sweep_file, tmp_path, '--grace_period=2')  # waited for the orphan forever before
+  trials = _trials('tiny_grid', tmp_path)
+  assert trials[orphan.number].state == optuna.trial.TrialState.FAIL
+  complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+  assert len({tuple(sorted(t.params.items())) for t in complete}) == 4 == len(complete)
+  retry = [t for t in complete
+           if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) ==
+           orphan.number]
+  assert len(retry) == 1 and retry[0].params == point
 
 
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
