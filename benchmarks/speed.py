@@ -21,7 +21,9 @@ alternate, `--rounds` pairs per figure, and each ratio is of one pair:
 
 Rewrites the "fcn_jax vs PyTorch" section of benchmarks/README.md and writes
 benchmarks/speed.json (every run; `--rewrite`: only the section, from that file), with
-the fcn_jax figures of the last jax-0.10.2 run (`speed_jax_0_10_2.json`) beside them.
+the fcn_jax figures of an earlier run beside them (`--before`): `restructuring` (default,
+`speed_before_restructuring.json`: jax 0.12 before issue 19 moved tiling, inference, skips
+and tasks) or `jax_0_10_2` (`speed_jax_0_10_2.json`: the last run on jax 0.10.2).
 """
 
 import json
@@ -44,7 +46,9 @@ FLAGS = flags.FLAGS
 HERE = os.path.dirname(os.path.abspath(__file__))
 SECTION = '## fcn_jax vs PyTorch'
 JSON = os.path.join(HERE, 'speed.json')
-BEFORE = os.path.join(HERE, 'speed_jax_0_10_2.json')  # the last run on jax 0.10.2
+# Earlier runs to show beside this one (--before): {'setup': description, 'rows': [...]}.
+BEFORE = {'jax_0_10_2': os.path.join(HERE, 'speed_jax_0_10_2.json'),  # the last on jax 0.10.2
+          'restructuring': os.path.join(HERE, 'speed_before_restructuring.json')}  # issue 19
 MODELS = {
     'patch_net': dict(name='patch_net', features=(32, 64, 128), head=(32, 1)),
     'unet': dict(name='unet', in_channels=3, num_classes=2, depth=3, width=16, padding='same'),
@@ -62,20 +66,21 @@ def _model(name: str):
   return models.get_model(MODELS[name], rngs=nnx.Rngs(0))
 
 
-def _task(name: str) -> str:
-  return 'heatmap' if name == 'patch_net' else 'segmentation'
+def _task(name: str):
+  from fcn_jax import tasks  # pylint: disable=g-import-not-at-top
+  return tasks.Heatmap() if name == 'patch_net' else tasks.Segmentation()
 
 
 def _flops(name: str, batch: int, size: int, train: bool) -> float:
   """FLOPs of one step (forward, or forward + backward) from XLA's cost analysis."""
   import jax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from fcn_jax import cost, losses  # pylint: disable=g-import-not-at-top
+  from fcn_jax import cost  # pylint: disable=g-import-not-at-top
   graphdef, state = nnx.split(_model(name))
   x, y = workload.batch(name, batch, size)
 
   def loss(state, x, y):
-    return losses.task_loss(_task(name), nnx.merge(graphdef, state)(x), {'target': y})
+    return _task(name).loss(nnx.merge(graphdef, state)(x), {'target': y})
 
   fn = jax.value_and_grad(loss) if train else (lambda s, x, y: nnx.merge(graphdef, s)(x))
   return cost.flops(fn, state, x, y)
@@ -94,7 +99,7 @@ def _jax_train(spec):
   data = {'image': jax.device_put(x, split), 'target': jax.device_put(y, split)}
 
   def step():
-    return train.train_step(model, optimizer, data, _task(name), None, 'float32')[0]
+    return train.train_step(model, optimizer, data, _task(name), 'float32')[0]
 
   return workload.timed(step, spec['repeats'], spec['steps'], jax.block_until_ready)
 
@@ -240,13 +245,14 @@ def main(argv):
   write_table(rows, rounds, quick)
 
 
-def _before() -> tuple[str, list[dict]]:
-  """The setup and rows of the last run before the move to jax 0.12 (BEFORE), or ('', [])."""
-  if not os.path.exists(BEFORE):
-    return '', []
-  with open(BEFORE) as f:
+def _before() -> tuple[str, str, list[dict]]:
+  """The file, setup and rows of the earlier run named by --before (BEFORE), or ('', '', [])."""
+  path = BEFORE.get(FLAGS.before) if FLAGS.before else None
+  if not path or not os.path.exists(path):
+    return '', '', []
+  with open(path) as f:
     before = json.load(f)
-  return before['setup'], before['rows']
+  return os.path.basename(path), before['setup'], before['rows']
 
 
 def _ratio(jax_rows: list[dict], torch_rows: list[dict]) -> str:
@@ -263,12 +269,12 @@ def _ratio(jax_rows: list[dict], torch_rows: list[dict]) -> str:
 
 def write_table(rows: list[dict], rounds: int, quick: bool) -> None:
   """The "fcn_jax vs PyTorch" section from the measured rows (README and speed.json unless
-  `quick`), with the fcn_jax figures of BEFORE beside them."""
+  `quick`), with the fcn_jax figures of the --before run beside them."""
   figures = list({(r['kind'], r['model'], r['size']): r for r in rows
                   if r['kind'] != 'matmul'}.values())
   batch = next(r['batch'] for r in figures if r['kind'] == 'train')
   repeats = next(r['repeats'] for r in figures if r['kind'] == 'train')
-  before_setup, before = ('', []) if quick else _before()
+  before_file, before_setup, before = ('', '', []) if quick else _before()
   peak = max(r.get('gflops', 0) for r in rows if r['kind'] == 'matmul')
   versions = {f: next((r for r in rows if r['framework'] == f and 'error' not in r), {})
               for f in ('jax', 'torch')}
@@ -291,7 +297,8 @@ def write_table(rows: list[dict], rounds: int, quick: bool) -> None:
            'GFLOP/s. Training: batch of 64×64×3 patches (patch_net: heat-map BCE; U-Net, '
            'FCN-8s: per-pixel cross-entropy), Adam; inference: batch 1.' +
            (f' "Before": fcn_jax\'s rate and its ratio to PyTorch eager (measured side by side '
-            f'then) in `benchmarks/{os.path.basename(BEFORE)}`: {before_setup}. Its CPU may '
+            f'then) in `benchmarks/{before_file}` (`--before={FLAGS.before}`): {before_setup}. '
+            'Its CPU may '
             'differ from this one (the same command runs about 2× slower on one of these '
             'machines than on another), so compare the ratios to eager across the two, not '
             'the rates.' if before else ''), '',
@@ -333,5 +340,7 @@ if __name__ == '__main__':
   flags.DEFINE_bool('quick', False, 'Small batches and one size: a smoke run.')
   flags.DEFINE_integer('rounds', 3, 'fcn_jax / PyTorch pairs of runs per figure.')
   flags.DEFINE_bool('rewrite', False, 'Only rewrite the README section from speed.json.')
+  flags.DEFINE_enum('before', 'restructuring', [*BEFORE, ''],
+                    'The earlier run shown beside this one ("" for none).')
   flags.DEFINE_string('one', None, 'Internal: measure one figure (JSON spec) and print it.')
   app.run(main)
