@@ -55,6 +55,22 @@ def test_inference_view_matches_eval_mode_and_shares_the_weights():
   assert not np.abs(np.asarray(view(images))).max()
 
 
+def test_predict_on_a_training_mode_model_runs_inference_mode_and_changes_nothing():
+  model = models.get_model(dict(name='unet', depth=1, width=4, norm='batch'), rngs=nnx.Rngs(0))
+  image = np.random.default_rng(0).random((12, 12, 1), dtype=np.float32) * 5
+  stats = [np.asarray(v[...]) for _, v in nnx.iter_graph(model)
+           if isinstance(v, nnx.BatchStat)]
+  model.train()
+  out = inference.predict(model, image)
+  assert _modes(model) == [('BatchNorm', False, None)] * 2  # still training mode
+  after = [np.asarray(v[...]) for _, v in nnx.iter_graph(model) if isinstance(v, nnx.BatchStat)]
+  assert all((a == b).all() for a, b in zip(stats, after))  # running statistics untouched
+  model.eval()
+  np.testing.assert_array_equal(out, np.asarray(model(image[None]))[0])
+  model.train()
+  assert not np.allclose(np.asarray(model(image[None]))[0], out)  # the modes differ here
+
+
 def test_training_restores_the_callers_debug_nans_setting(tmp_path):
   config = test_train.runlocal('default', str(tmp_path / 'tfds'), debug_nans=True,
                                num_train_steps=2)

@@ -13,14 +13,16 @@ from fcn_jax import models
 
 @nnx.jit
 def _forward(model, images):
-  return model(images)
+  # The inference view is taken while tracing: outside `jit` it walks the whole module
+  # graph on every call (~5 ms for patch_net, ~18 ms for FCN-8s on this CPU), which
+  # dominated `predict` on small images.
+  return models.inference_view(model)(images)
 
 
 def predict(model: nnx.Module, image: np.ndarray) -> np.ndarray:
   """Logits for one `(H, W, C)` image (or an `(N, H, W, C)` batch), as NumPy: the whole image
   in one call (for images too large for memory, `predict_tiled`). The model runs in inference
   mode (dropout off, batch norm on running statistics) and is left in the mode it was in."""
-  model = models.inference_view(model)
   batch = image[None] if image.ndim == 3 else image
   geometry.check(model, batch.shape)
   out = np.asarray(jax.device_get(_forward(model, np.asarray(batch, np.float32))))
