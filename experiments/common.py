@@ -176,8 +176,8 @@ def figure(*args, **kwargs):
 
 def load_split(data: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray, np.ndarray]:
   """All `(images float32 in [0, 1], labels)` of a classification dataset's split."""
-  ds = catalog.load(data.name, split, data_dir=data.get('data_dir'))
-  ds = ds.map(catalog.standardize(data.name))
+  ds = catalog.load(data, split, data_dir=data.get('data_dir'))
+  ds = ds.map(catalog.standardize(data))
   images, labels = [], []
   for ex in tfds.as_numpy(ds):
     images.append(ex['image'].astype(np.float32) / 255.0)

@@ -60,7 +60,7 @@ def evaluate(model: nnx.Module, data, *, split: str, max_images: int = 0) -> lis
   model = models.inference_view(model)
   g = geometry.of(model)
   task = tasks.from_config(data)
-  k = catalog.num_classes(data.name)
+  k = catalog.num_classes(data)
   groups: dict[tuple[int, int], tasks.Metrics] = {}
   shapes, counts, examples = {}, collections.Counter(), {}
   for ex in pipeline.eval_examples(data, g, split, max_images or None):

@@ -59,6 +59,7 @@ from fcn_jax import layers
 from fcn_jax import models
 from fcn_jax import optim
 from fcn_jax import tasks
+from fcn_jax.data import catalog
 from fcn_jax.data import pipeline
 
 FLAGS = flags.FLAGS
@@ -190,6 +191,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if config.compute_dtype not in ('float32', 'bfloat16'):
     raise errors.ConfigError(f"compute_dtype must be 'float32' or 'bfloat16', got "
                              f'{config.compute_dtype!r}')
+  # The dataset first: a folder dataset with a problem (or a catalog dataset offline) stops
+  # here, before anything is written to the workdir.
+  catalog.prepared_builder(config.data, config.data.get('data_dir'))
   _check_workdir(config, workdir, overwrite)
   with jax.debug_nans(bool(config.get('debug_nans', False))):  # the caller's setting comes back
     return _train(config, workdir)
@@ -300,7 +304,7 @@ def _write_results(model, config, results, step: int, workdir: str) -> None:
   g = geometry.of(model)
   png = evaluate.plot_examples(results, tasks.from_config(config.data),
                                os.path.join(workdir, 'examples.png'))
-  text = [f'# {g.name} on {config.data.name} after {step} steps', '',
+  text = [f'# {g.name} on {catalog.describe(config.data)} after {step} steps', '',
           f'Trained on {config.data.patch_size or "whole"}'
           f'{"×" + str(config.data.patch_size) if config.data.patch_size else ""} '
           f'{"patches" if config.data.patch_size else "images"}, evaluated on whole '

@@ -57,7 +57,7 @@ def score(model, data, split: str) -> tuple[dict, np.ndarray, dict]:
   """The four metrics over all images of `split` (one confusion matrix), the per-image
   confusion matrices flattened `[images, K*K]`, and one example."""
   g = geometry.of(model)
-  k = catalog.num_classes(data.name)
+  k = catalog.num_classes(data)
   counts = tasks.Segmentation().metrics(k)
   per_image, example = [], None
   model.eval()

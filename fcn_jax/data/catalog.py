@@ -3,9 +3,13 @@
 Offline (generated locally by `fcn_jax.data.builders`): `fcn_shapes`,
 `fcn_digits/single`, `fcn_digits/canvas`, `fcn_cells`. From the tfds catalog
 (download on first use, so online only): `mnist`, `cifar10`,
-`oxford_iiit_pet`, `voc`.
+`oxford_iiit_pet`, `voc`. A user's own images: `folder` (`fcn_jax.data.folder`).
 
-`standardize(name)` maps a dataset's examples to the common format:
+A dataset is named by a string (`'fcn_shapes/tiny'`) or by the run's data config
+(`config.data`, whose `name` is the string): a folder dataset needs the config, which
+says where the folder is.
+
+`standardize(dataset)` maps a dataset's examples to the common format:
 `image` (uint8 HxWxC) and, as the dataset has them, `label` (int32 class),
 `mask` (int32 HxW class map; `tasks.IGNORE` = not labelled), `centres` (float32
 Kx2 object centres, row/col in pixels) and `instances` (int32 HxW ids).
@@ -20,6 +24,7 @@ pixel annotation.
 import socket
 import urllib.parse
 
+import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -27,17 +32,35 @@ import tensorflow_datasets as tfds
 from fcn_jax import errors
 from fcn_jax import tasks
 from fcn_jax.data import builders  # pylint: disable=unused-import (registers the builders)
+from fcn_jax.data import folder
 
 OFFLINE = ('fcn_shapes', 'fcn_digits', 'fcn_cells')
 CATALOG = ('mnist', 'cifar10', 'oxford_iiit_pet', 'voc')
+FOLDER = 'folder'
 
+Dataset = str | ml_collections.ConfigDict  # a dataset's name, or a data config with its name
+
+
+def _settings(dataset: Dataset) -> ml_collections.ConfigDict:
+  if isinstance(dataset, str):
+    return ml_collections.ConfigDict({'name': dataset})
+  return dataset
+
+
+def describe(dataset: Dataset) -> str:
+  """The dataset as a reader of results should see it: its name, or a folder's path."""
+  data = _settings(dataset)
+  if data.name == FOLDER:
+    return f'folder {data.get("images")}'
+  return data.name
 
 
 def base_name(name: str) -> str:
   base = name.split('/')[0].split(':')[0]
-  if base not in OFFLINE + CATALOG:
+  if base not in OFFLINE + CATALOG + (FOLDER,):
     raise errors.ConfigError(f'unknown dataset {name!r}; offline: {", ".join(OFFLINE)}; '
-                             f'catalog (online): {", ".join(CATALOG)}')
+                             f'catalog (online): {", ".join(CATALOG)}; your own images: '
+                             f'{FOLDER!r} (with data.images)')
   return base
 
 
@@ -69,10 +92,15 @@ def keep_tensorflow_off_accelerators() -> None:
     pass
 
 
-def prepared_builder(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
-  """The tfds builder of `name`, generated (offline datasets) or downloaded if needed."""
+def prepared_builder(dataset: Dataset, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
+  """The tfds builder of `dataset`, generated (offline and folder datasets) or downloaded if
+  needed."""
   keep_tensorflow_off_accelerators()
+  data = _settings(dataset)
+  name = data.name
   base = base_name(name)
+  if base == FOLDER:
+    return folder.prepared_builder(data, data_dir)
   builder = tfds.builder(name, data_dir=data_dir)
   if not builder.is_prepared():
     if base in CATALOG and not _reachable(builder):
@@ -84,14 +112,14 @@ def prepared_builder(name: str, data_dir: str | None = None) -> tfds.core.Datase
   return builder
 
 
-def load(name: str, split: str, *, data_dir: str | None = None, shuffle_files: bool = False,
+def load(dataset: Dataset, split: str, *, data_dir: str | None = None, shuffle_files: bool = False,
          seed: int = 0, decode: bool = True) -> tf.data.Dataset:
   """Raw tfds examples of `split` (a tfds split string, e.g. 'train[:50%]').
 
   `decode=False` leaves the images encoded (cheap to shuffle and skip); decode
-  them later with `decode_images(name, data_dir)`.
+  them later with `decode_images(dataset, data_dir)`.
   """
-  builder = prepared_builder(name, data_dir)
+  builder = prepared_builder(dataset, data_dir)
   read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False)
   decoders = None if decode else {k: tfds.decode.SkipDecoding() for k, f in
                                   builder.info.features.items()
@@ -100,9 +128,9 @@ def load(name: str, split: str, *, data_dir: str | None = None, shuffle_files: b
                             decoders=decoders)
 
 
-def decode_images(name: str, data_dir: str | None = None):
+def decode_images(dataset: Dataset, data_dir: str | None = None):
   """The function decoding the image features that `load(..., decode=False)` left encoded."""
-  features = prepared_builder(name, data_dir).info.features
+  features = prepared_builder(dataset, data_dir).info.features
   images = {k: f for k, f in features.items() if isinstance(f, tfds.features.Image)}
 
   def decode(example):
@@ -168,17 +196,21 @@ def _voc(ex):
 
 _STANDARDIZE = {'fcn_shapes': _shapes, 'fcn_digits': _digits, 'fcn_cells': _cells,
                 'mnist': _classification, 'cifar10': _classification,
-                'oxford_iiit_pet': _pets, 'voc': _voc}
+                'oxford_iiit_pet': _pets, 'voc': _voc, FOLDER: folder.standardize}
 
 
-def standardize(name: str):
-  """The function mapping raw examples of `name` to the common format."""
-  return _STANDARDIZE[base_name(name)]
+def standardize(dataset: Dataset):
+  """The function mapping raw examples of `dataset` to the common format."""
+  return _STANDARDIZE[base_name(_settings(dataset).name)]
 
 
-def num_classes(name: str) -> int:
+def num_classes(dataset: Dataset) -> int:
   """Classes of the label or mask (background included)."""
+  data = _settings(dataset)
+  name = data.name
   base = base_name(name)
+  if base == FOLDER:
+    return folder.num_classes(data)
   if base == 'fcn_digits':
     return 11 if 'canvas' in name else 10
   return {'fcn_shapes': 4, 'fcn_cells': 2, 'mnist': 10, 'cifar10': 10, 'oxford_iiit_pet': 2,

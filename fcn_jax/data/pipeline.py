@@ -127,10 +127,10 @@ def train_dataset(data: ml_collections.ConfigDict, g: geometry.Geometry, *, batc
   `batch_size` is this process's share of the global batch.
   """
   task = tasks.from_config(data)
-  ds = catalog.load(data.name, data.train_split, data_dir=data.get('data_dir'),
+  ds = catalog.load(data, data.train_split, data_dir=data.get('data_dir'),
                     shuffle_files=True, seed=seed, decode=False)
-  decode = catalog.decode_images(data.name, data.get('data_dir'))
-  standardize = catalog.standardize(data.name)
+  decode = catalog.decode_images(data, data.get('data_dir'))
+  standardize = catalog.standardize(data)
   ds = ds.repeat().shuffle(data.get('shuffle_buffer', 256), seed=seed).enumerate()
   # One global stream; each process decodes every process_count-th example of it, so a
   # global batch holds the same examples whatever the number of processes.
@@ -241,8 +241,8 @@ def eval_examples(data: ml_collections.ConfigDict, g: geometry.Geometry, split: 
   Yields `image` float32 `(1, H, W, C)`, `target` (as in training, without the
   batch axis), the cropped `mask`/`centres`/`label` it came from, and `size`.
   """
-  ds = catalog.load(data.name, split, data_dir=data.get('data_dir'))
-  ds = ds.map(catalog.standardize(data.name))
+  ds = catalog.load(data, split, data_dir=data.get('data_dir'))
+  ds = ds.map(catalog.standardize(data))
   if max_examples:
     ds = ds.take(max_examples)
   task = tasks.from_config(data)
