@@ -184,6 +184,11 @@ class TorchWorker:
     """The peer of an exported model on an NHWC batch, in eval mode without gradients."""
     return self._request(('forward', (spec, weights, x), {}))
 
+  def torchvision(self, spec: dict, x: np.ndarray, seed: int = 0) -> tuple[dict, np.ndarray]:
+    """A random model in torchvision's layout (`benchmarks/torchvision_layout.py`): its state
+    dict as NumPy arrays and its eval-mode output on the NHWC batch `x`."""
+    return self._request(('torchvision', (spec, x), {'seed': seed}))
+
   def close(self):
     if self._process.poll() is None:
       self._process.stdin.close()

@@ -159,6 +159,9 @@ def serve() -> None:
         result = str(torch.__version__)
       elif kind == 'forward':
         result = forward(*args)
+      elif kind == 'torchvision':
+        from benchmarks import torchvision_layout  # pylint: disable=import-outside-toplevel
+        result = torchvision_layout.reference(*args, **kwargs)
       else:
         name, *args = args
         result = _numpy(getattr(F, name)(*map(_tensor, args), **kwargs))

@@ -319,6 +319,46 @@ class Global(Node):
 
 
 @dataclasses.dataclass(frozen=True)
+class Broadcast(Node):
+  """A global summary broadcast back over the input's grid (ASPP's image pooling): the output
+  keeps the input's size, and every output position sees the whole input."""
+  name: str = 'broadcast'
+  out_channels: int | None = None
+  n_params: int = 0
+
+  def axis(self, n, a):
+    if n < 1:
+      raise errors.GeometryError(f'{self.name}: input size {n} is empty')
+    # Output o sees [o - (n-1), o + n - 1]: all of the input for every o, centred on o
+    # (so a Merge aligns it with pointwise branches).
+    return n, Field(size=_frac(2 * n - 1), jump=Fraction(1), start=_frac(1 - n))
+
+  def channels(self, c):
+    return c if self.out_channels is None else self.out_channels
+
+  @property
+  def params(self):
+    return self.n_params
+
+
+@dataclasses.dataclass(frozen=True)
+class Multiple(Node):
+  """Passes its input through, and accepts only sizes that are multiples of `multiple` (a net
+  whose output is resized back by its stride, to the input's size only on such sizes)."""
+  name: str
+  multiple: int
+
+  def axis(self, n, a):
+    if n < 1 or n % self.multiple:
+      raise errors.GeometryError(f'{self.name}: input size {n} is not a multiple of '
+                                 f'{self.multiple}')
+    return n, IDENTITY
+
+  def tiling_refusal(self):
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
 class Dense(Node):
   """Flatten + dense layer: takes exactly `size` and gives one output that sees it all."""
   name: str

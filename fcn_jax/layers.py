@@ -613,6 +613,29 @@ class Merge(nnx.Module):
     return jnp.concatenate(outputs, axis=-1)
 
 
+class Normalize(nnx.Module):
+  """Input normalisation of pretrained weights, as a pointwise first layer.
+
+  'imagenet': torchvision's, RGB in [0, 1] minus (0.485, 0.456, 0.406) over
+  (0.229, 0.224, 0.225); 'caffe': the original VGG-16's, RGB in [0, 1] turned to BGR in
+  [0, 255] minus (103.939, 116.779, 123.68); None: the input as it is.
+  """
+  KINDS = ('imagenet', 'caffe')
+
+  def __init__(self, kind: str | None):
+    if kind not in (None, *self.KINDS):
+      raise errors.ConfigError(f'input_norm must be one of {self.KINDS} or None, got {kind!r}')
+    self.kind = kind
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.kind == 'imagenet':
+      return (x - jnp.array([0.485, 0.456, 0.406], x.dtype)) / jnp.array(
+          [0.229, 0.224, 0.225], x.dtype)
+    if self.kind == 'caffe':
+      return x[..., ::-1] * 255 - jnp.array([103.939, 116.779, 123.68], x.dtype)
+    return x
+
+
 def residual(body: Callable[..., Any], shortcut: Callable[..., Any] = identity,
              name: str = 'residual') -> Merge:
   """`shortcut(x) + body(x)`, the shortcut cropped to the body's output when `body` shrinks

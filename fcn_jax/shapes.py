@@ -115,7 +115,8 @@ CATALOG = (('default', None), ('default', 'reference'), ('gap_digits', None), ('
            ('encoder_decoder_shapes', 'upsample=unpool'), ('encoder_decoder_shapes', 'gated'),
            ('unet_cells', None), ('unet_cells', 'paper'), ('fcn8s_shapes', 'variant=fcn32s'),
            ('fcn8s_shapes', 'variant=fcn16s'), ('fcn8s_shapes', None),
-           ('fcn8s_shapes', 'paper'))
+           ('fcn8s_shapes', 'paper'), ('fcn_resnet50', 'full'),
+           ('fcn_resnet50', 'full,depth=18,output_stride=32'), ('deeplab_resnet50', 'full'))
 
 
 def catalog() -> str:

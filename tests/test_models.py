@@ -35,6 +35,13 @@ CASES = {
                     num_classes=3), 3, [(33, 17)]),
     'fcn8s': (dict(name='fcn', variant='fcn8s', widths=(4, 4, 8, 8, 8), fc_width=8,
                    num_classes=3), 3, [(1, 1), (32, 32), (45, 30), (64, 97)]),
+    'fcn_resnet18_os32': (dict(name='resnet', depth=18, output_stride=32, base_width=4,
+                               num_classes=3), 3, [(32, 32), (64, 96)]),
+    'fcn_resnet50_os8': (dict(name='resnet', depth=50, output_stride=8, base_width=4,
+                              num_classes=3), 3, [(8, 8), (40, 56)]),
+    'deeplabv3_resnet34_os16': (dict(name='resnet', depth=34, output_stride=16, head='aspp',
+                                     base_width=4, aspp_width=8, aspp_rates=(2, 3, 4),
+                                     num_classes=3), 3, [(16, 16), (48, 32)]),
 }
 
 
@@ -168,3 +175,23 @@ def test_nin_reports_head_parameters_against_a_dense_head():
   model = build(dict(name='nin'))
   [note] = model.shape_notes((28, 28))
   assert '650 parameters' in note and '31,370' in note
+
+
+@pytest.mark.parametrize('config', [
+    dict(name='resnet', depth=18, output_stride=32, base_width=4),
+    dict(name='resnet', depth=34, output_stride=16, base_width=4, head='aspp', aspp_width=4,
+         aspp_rates=(2, 3, 4)),
+    dict(name='resnet', depth=50, output_stride=8, base_width=4),
+    dict(name='resnet', depth=101, output_stride=16, base_width=2, head='aspp', aspp_width=4,
+         aspp_pooling=False)])
+def test_resnet_geometry_matches_eval_shape_on_random_sizes(config):
+  model = build(config)
+  g = geometry.of(model)
+  stride = config['output_stride']
+  rng = np.random.default_rng(stride)
+  for _ in range(3):
+    size = tuple(int(n) * stride for n in rng.integers(1, 160 // stride + 1, size=2))
+    out = jax.eval_shape(model, jax.ShapeDtypeStruct((1, *size, 3), jnp.float32))
+    assert g.output_size(size) == out.shape[1:3] == size
+  with pytest.raises(ValueError, match=f'not a multiple of {stride}'):
+    model(jnp.zeros((1, stride + 2, stride, 3)))

@@ -19,8 +19,8 @@ def test_summary_reports_reference_shapes():
 
 
 def test_registry_rejects_unknown_names_and_fields():
-  with pytest.raises(ValueError, match=r"unknown model 'resnet'; choose one of patch_net"):
-    models.get_model({'name': 'resnet'}, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r"unknown model 'vit'; choose one of patch_net"):
+    models.get_model({'name': 'vit'}, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match=r"model 'patch_net' has no field\(s\) \['widht'\]"):
     models.get_model({'name': 'patch_net', 'widht': 3}, rngs=nnx.Rngs(0))
 

@@ -36,6 +36,14 @@ CASES = {
                                 upsample='bilinear'), 1, [(96, 100), (36, 4)], 32),
     'fcn8s': (dict(name='fcn', widths=(4, 4, 8, 8, 8), fc_width=8, num_classes=3), 3,
               [(67, 89), (1, 1)], 32),
+    # FCN-ResNet-50 at output stride 8 (dilated layers 3 and 4), batch norm in eval mode;
+    # DeepLabv3 without its image-pooling branch (the branch sees the whole image).
+    'fcn_resnet50_os8': (dict(name='resnet', depth=50, output_stride=8, base_width=4,
+                              num_classes=3), 3, [(96, 136), (8, 16)], 32),
+    'deeplabv3_resnet50_no_pooling': (
+        dict(name='resnet', depth=50, output_stride=8, head='aspp', aspp_pooling=False,
+             base_width=4, aspp_width=8, aspp_rates=(2, 3, 4), num_classes=3), 3,
+        [(64, 72)], 32),
 }
 
 
@@ -82,6 +90,11 @@ def test_models_that_see_the_whole_image_are_refused():
                            rngs=nnx.Rngs(0))
   with pytest.raises(errors.TilingError, match='GroupNorm'):
     inference.predict_tiled(group, np.zeros((32, 32, 1), np.float32))
+  deeplab = models.get_model(dict(name='resnet', depth=18, output_stride=16, head='aspp',
+                                  base_width=4, aspp_width=4, aspp_rates=(2, 3, 4)),
+                             rngs=nnx.Rngs(0))
+  with pytest.raises(errors.TilingError, match="image_pooling' sees the whole input"):
+    inference.predict_tiled(deeplab, np.zeros((32, 32, 3), np.float32))
 
 
 class _ConvThen(nnx.Module):

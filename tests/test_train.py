@@ -20,7 +20,7 @@ from fcn_jax import train
 from tests import mock_catalog
 
 CONFIGS = ('default', 'gap_digits', 'nin_digits', 'dense_to_fcn_digits', 'unet_cells',
-           'fcn8s_shapes', 'encoder_decoder_shapes')
+           'fcn8s_shapes', 'encoder_decoder_shapes', 'fcn_resnet50', 'deeplab_resnet50')
 
 
 @pytest.fixture(scope='module')

@@ -12,9 +12,10 @@ from typing import Any, Mapping
 from flax import nnx
 
 from fcn_jax import errors
+from fcn_jax import weights
 
 MODELS = ('patch_net', 'dense_classifier', 'gap_classifier', 'nin', 'encoder_decoder', 'unet',
-          'fcn')  # SegNet-style unpooling is encoder_decoder(upsample='unpool')
+          'fcn', 'resnet')  # SegNet-style unpooling is encoder_decoder(upsample='unpool')
 
 
 def model_class(name: str) -> type[nnx.Module]:
@@ -24,16 +25,21 @@ def model_class(name: str) -> type[nnx.Module]:
 
 
 def get_model(config: Mapping[str, Any], *, rngs: nnx.Rngs) -> nnx.Module:
-  """Builds `config.name` with the other fields of `config` as constructor arguments."""
+  """Builds `config.name` with the other fields of `config` as constructor arguments;
+  `config.pretrained` (a path) loads torchvision weights into it (`fcn_jax.weights`)."""
   fields = dict(config)
   name = fields.pop('name', None)
+  pretrained = fields.pop('pretrained', None)
   cls = model_class(name)
   accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ('self', 'rngs')]
   unknown = sorted(set(fields) - set(accepted))
   if unknown:
     raise errors.ConfigError(f'model {name!r} has no field(s) {unknown}; its fields are {accepted}')
   fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-  return cls(**fields, rngs=rngs)
+  model = cls(**fields, rngs=rngs)
+  if pretrained:  # torchvision weights (fcn_jax.weights), after the model is built
+    weights.load_torchvision(model, pretrained)
+  return model
 
 
 def inference_view(model: nnx.Module) -> nnx.Module:

@@ -15,7 +15,9 @@ with the up-sampled ones, and the output is cropped to the input: each is a
 `layers.Merge`, whose offsets come from the geometry, not hard-coded, so the
 output has exactly the input's size for any input size. `parts()` names the
 layers by their role (blocks, classifier, score_pool, up2, final_up). `widths` and
-`fc_width` shrink the net for tests; the defaults are the paper's.
+`fc_width` shrink the net for tests; the defaults are the paper's. torchvision's `vgg16`
+weights load with `fcn_jax.weights.load_torchvision` (`config.model.pretrained`), with
+`input_norm='imagenet'` (or 'caffe' for the original Caffe weights).
 """
 
 from typing import Sequence
@@ -41,12 +43,14 @@ class Model(nnx.Module):
 
   def __init__(self, in_channels: int = 3, num_classes: int = 21, variant: str = 'fcn8s',
                widths: Sequence[int] = (64, 128, 256, 512, 512), fc_width: int = 4096,
-               first_padding: int = 100, dropout: float = 0.5, *, rngs: nnx.Rngs):
+               first_padding: int = 100, dropout: float = 0.5, input_norm: str | None = None, *,
+               rngs: nnx.Rngs):
     if variant not in VARIANTS:
       raise errors.ConfigError(f'variant must be one of {sorted(VARIANTS)}, got {variant!r}')
     if len(widths) != 5:
       raise errors.ConfigError(f'widths needs one entry per VGG block (5), got {widths}')
     self.name = variant
+    self.normalize = layers.Normalize(input_norm)  # of pretrained weights (fcn_jax.weights)
     self.first_skip = 5 - VARIANTS[variant]  # blocks before the first skip source
     blocks, c = [], in_channels
     for b, (repeats, width) in enumerate(zip(REPEATS, widths)):
@@ -87,7 +91,7 @@ class Model(nnx.Module):
     return self.net.geometry
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return self.net(x)  # the outer Merge (named after the variant) checks the input size
+    return self.net(self.normalize(x))  # the outer Merge (named after the variant) checks the input size
 
   def parts(self) -> dict[str, object]:
     """The layers by their role in the paper: `blocks` (5 VGG blocks), `classifier`
