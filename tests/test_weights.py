@@ -58,20 +58,22 @@ def test_segmentation_models_match_torchvision(torch_peer, head, tmp_path):
 
 def test_vgg16_features_and_fc6_fc7_match_torchvision(torch_peer):
   widths, fc = (4, 8, 8, 16, 16), 32
-  x = np.random.default_rng(0).normal(size=(1, 256, 224, 3)).astype(np.float32)
-  state, want = torch_peer.torchvision(dict(arch='vgg16', vgg_widths=widths, fc_width=fc), x)
-  model = models.get_model(dict(name='fcn', variant='fcn32s', widths=widths, fc_width=fc,
-                                num_classes=5, first_padding=1, dropout=0.0), rngs=nnx.Rngs(0))
-  assert 'classifier.6.weight' in weights.load_torchvision(model, state)
-  parts = model.parts()
-  h = x
-  for block in parts['blocks']:
-    h = block(h)
-  fc7 = parts['classifier'].layers[:4]  # fc6, relu, fc7, relu (no dropout)
-  for layer in fc7:
-    h = layer(h)
-  assert h.shape == want.shape == (1, 2, 1, fc)
-  np.testing.assert_allclose(np.asarray(h), want, **TOL)
+  rng = np.random.default_rng(0)
+  for size in ((256, 224), (224, 288)):
+    x = rng.normal(size=(1, *size, 3)).astype(np.float32)
+    state, want = torch_peer.torchvision(dict(arch='vgg16', vgg_widths=widths, fc_width=fc), x)
+    model = models.get_model(dict(name='fcn', variant='fcn32s', widths=widths, fc_width=fc,
+                                  num_classes=5, first_padding=1, dropout=0.0),
+                             rngs=nnx.Rngs(0))
+    assert 'classifier.6.weight' in weights.load_torchvision(model, state)
+    parts = model.parts()
+    h = x
+    for block in parts['blocks']:
+      h = block(h)
+    for layer in parts['classifier'].layers[:4]:  # fc6, relu, fc7, relu (no dropout)
+      h = layer(h)
+    assert h.shape == want.shape == (1, size[0] // 32 - 6, size[1] // 32 - 6, fc)
+    np.testing.assert_allclose(np.asarray(h), want, **TOL)
 
 
 def test_safetensors_files_load(torch_peer, tmp_path):

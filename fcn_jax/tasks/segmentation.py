@@ -27,8 +27,16 @@ from fcn_jax.tasks import base
 
 
 def dense_offsets(g: geometry.Geometry, size: Sequence[int]) -> tuple[int, int]:
-  """For a stride-1 net: the input pixel under output (0, 0)'s centre."""
+  """For a stride-1 net: the input pixel under output (0, 0)'s centre.
+
+  An output of the input's own size is labelled pixel for pixel, whatever its field's
+  centre: torchvision's segmentation nets resize their scores to the input size, which
+  centres output i's field 3.5 px before pixel i at output stride 8 (`models.resnet`), and
+  they are trained and evaluated with label i at output i.
+  """
   fields = g.field(size)
+  if all(f.jump == 1 for f in fields) and tuple(g.output_size(size)) == tuple(size):
+    return 0, 0
   if any(f.jump != 1 or f.centre.denominator != 1 for f in fields):
     raise errors.ConfigError(f'{g.name}: dense labels need stride 1 and a whole-pixel centre, got '
                              f'{[(f.jump, f.centre) for f in fields]}')
