@@ -14,7 +14,9 @@ under a temporary name and renamed, so a crash never leaves a partial file.
 With `--tile`, inference is exact and tiled (`fcn_jax.inference.predict_tiled`);
 `.npy`/`.tif`/`.zarr` inputs are then read tile by tile and the output written
 tile by tile (`--format=npy|zarr`), so images larger than RAM work and an
-interrupted run resumes.
+interrupted run resumes. `--pad` pads an image whose size the net does not accept (edge pixels)
+and crops the output back, for nets whose output has the input's size. `--stitch=N` gives a strided net's output every N input pixels by
+shift-and-stitch (Long et al. §3.2; `fcn_jax.inference.stitch`).
 """
 
 import glob
@@ -48,6 +50,14 @@ def define_flags() -> None:
                        'pixels a side (default: whole image). .npy/.tif inputs are then read '
                        'as memory maps and the output written tile by tile (resumable).')
   flags.DEFINE_integer('batch', 8, 'Tiles per batch (with --tile).')
+  flags.DEFINE_bool('pad', False, 'Pad images of a size the net does not accept (e.g. not a '
+                    'multiple of 2**(depth-1) for a same-padded U-Net) at the bottom and right '
+                    'with their edge pixels, and crop the output back to the image (nets whose '
+                    'output has the input\'s size; in-memory inputs).')
+  flags.DEFINE_integer('stitch', None, 'Shift-and-stitch: one output every this many input '
+                       'pixels (a divisor of the net\'s stride; 1 = every pixel), from '
+                       '(stride / N)^2 shifted runs (fcn_jax.inference.shift_and_stitch); the '
+                       'image is read into memory.')
   flags.DEFINE_string('export', None, 'Instead of predicting, write the model as a jax.export '
                       'artifact with symbolic sizes to this path (run it with '
                       'fcn_jax.inference.load_exported).')
@@ -129,7 +139,8 @@ def main(argv):
       name = os.path.splitext(os.path.basename(path.rstrip('/')))[0]
       target = os.path.join(output, f'{name}.npy')
       t0 = time.time()
-      if FLAGS.tile and path.rstrip('/').endswith(('.npy', '.tif', '.tiff', '.zarr')):
+      if (FLAGS.tile and not FLAGS.stitch and
+          path.rstrip('/').endswith(('.npy', '.tif', '.tiff', '.zarr'))):
         source = inference.open_image(path)  # out of core: read and written tile by tile
         target = os.path.join(output, f'{name}.{FLAGS.format}')
         inference.predict_to_file(model, source, target, FLAGS.tile, FLAGS.batch)
@@ -140,10 +151,18 @@ def main(argv):
               f'{inference.compilations()} compilation(s))')
         continue
       image = read_image(path)
-      if FLAGS.tile:
+      size = image.shape[:2]
+      if FLAGS.pad:
+        image, _ = inference.pad_to_accepted(model, image)
+      if FLAGS.stitch:
+        logits = inference.shift_and_stitch(model, image, FLAGS.stitch, tile=FLAGS.tile,
+                                            batch=FLAGS.batch)
+      elif FLAGS.tile:
         logits = inference.predict_tiled(model, image, FLAGS.tile, FLAGS.batch)
       else:
         logits = inference.predict(model, image)
+      if FLAGS.pad:
+        image, logits = image[:size[0], :size[1]], logits[:size[0], :size[1]]
       seconds = time.time() - t0
       _write_atomically(target, lambda p: np.save(p, logits))
       picture = task.overlay(image, logits)
@@ -153,7 +172,9 @@ def main(argv):
       print(f'{path}: input {image.shape[0]}x{image.shape[1]}x{image.shape[2]} -> output '
             f'{"x".join(map(str, logits.shape))} in {seconds:.2f}s')
   except errors.UserError as e:  # one clear line; a bug keeps its traceback
-    print(f'error: {e}', file=sys.stderr)
+    hint = ('; or pass --pad to pad images to an accepted size' if isinstance(
+        e, errors.GeometryError) and not FLAGS.pad and not FLAGS.tile else '')
+    print(f'error: {e}{hint}', file=sys.stderr)
     return 1
   except OSError as e:  # e.g. a full disk while writing tiles: the partial file resumes later
     print(f'error: {e.strerror or e} while writing {e.filename or "the output"}; finished tiles '

@@ -15,6 +15,7 @@ import tifffile
 from PIL import Image
 
 from fcn_jax import errors
+from fcn_jax import inference
 from fcn_jax import tasks
 from fcn_jax import train
 from fcn_jax.data import catalog
@@ -363,6 +364,21 @@ def test_runlocal_training_on_a_folder(example, tmp_path):
   assert test and any(k.endswith('/mean_iou') for k in test[-1])  # the folder's test split
   results = (tmp_path / 'run' / 'results.md').read_text()
   assert f'on folder {example["images"]} after 3 steps' in results
+  # Prediction on an image of a size this U-Net (multiples of 2) does not take: --pad.
+  odd = np.random.default_rng(0).integers(0, 256, (33, 47, 3)).astype(np.uint8)
+  Image.fromarray(odd).save(tmp_path / 'odd.png')
+  command = [sys.executable, '-m', 'fcn_jax.predict', f'--workdir={tmp_path / "run"}',
+             f'--input={tmp_path / "odd.png"}', f'--output={tmp_path / "out"}']
+  refused = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert refused.returncode == 1 and 'or pass --pad' in refused.stderr
+  padded = subprocess.run(command + ['--pad'], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+  assert padded.returncode == 0, padded.stderr[-2000:]
+  logits = np.load(tmp_path / 'out' / 'odd.npy')
+  assert logits.shape == (33, 47, 4)
+  model, _ = inference.load_trained(str(tmp_path / 'run'))
+  whole = inference.predict(model, np.pad(odd, ((0, 1), (0, 1), (0, 0)), mode='edge') / 255.0)
+  np.testing.assert_allclose(logits, whole[:33, :47], rtol=1e-5, atol=1e-5)
 
 
 def test_runlocal_heat_map_training_from_points(example, tmp_path):

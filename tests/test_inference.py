@@ -116,6 +116,24 @@ def test_predict_cli_tiled_out_of_core_matches_whole(tmp_path, workdir):
   np.testing.assert_allclose(np.load(tmp_path / 'out' / 'scan.npy'), whole, rtol=1e-5, atol=1e-6)
 
 
+def test_predict_cli_stitch_gives_a_dense_output(tmp_path, workdir):
+  image = np.random.default_rng(4).random((60, 70, 3)).astype(np.float32)
+  np.save(tmp_path / 'c.npy', image)
+  out = subprocess.run([sys.executable, '-m', 'fcn_jax.predict', f'--workdir={workdir}',
+                        f'--input={tmp_path}/c.npy', f'--output={tmp_path / "out"}',
+                        '--stitch=2'], capture_output=True, text=True, check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  model, _ = inference.load_trained(workdir)
+  np.testing.assert_allclose(np.load(tmp_path / 'out' / 'c.npy'),
+                             inference.shift_and_stitch(model, image, 2), rtol=1e-5, atol=1e-6)
+  assert np.load(tmp_path / 'out' / 'c.npy').shape == (4 * 7, 4 * 8, 1)  # 54x64 -> 7x8 per shift
+  bad = subprocess.run([sys.executable, '-m', 'fcn_jax.predict', f'--workdir={workdir}',
+                        f'--input={tmp_path}/c.npy', f'--output={tmp_path / "out"}',
+                        '--stitch=3'], capture_output=True, text=True, check=False)
+  assert bad.returncode == 1 and 'stride 3 does not divide' in bad.stderr
+  assert 'Traceback' not in bad.stderr
+
+
 def test_export_round_trip_runs_at_any_size(tmp_path, workdir):
   """`predict --export` writes an artifact that runs without the model code at any size."""
   model, _ = inference.load_trained(workdir)

@@ -1,10 +1,12 @@
 """Inference: a trained model and its prediction on images of any size, one module per idea.
 
 * `loading`: `load_config`, `load_trained(workdir, step)` (the model of a training run);
-* `whole`: `predict(model, image)` on the whole image in one call, `output_shape`;
+* `whole`: `predict(model, image)` on the whole image in one call, `output_shape`,
+  `pad_to_accepted` (for sizes a same-size net does not accept);
 * `tiling`: the algebra of exact tiling (`axis_tiling`, `plan`, `alignment`, `check_tile`);
 * `tiled`: `predict_tiled(model, image, tile)`, equal to `predict` from fixed-shape tiles;
 * `outofcore`: `open_image` and `predict_to_file` for images larger than memory;
+* `stitch`: `shift_and_stitch(model, image, stride)`, a dense output from a strided net;
 * `export`: `export(model)` / `load_exported(data)`, a `jax.export` artifact of any size.
 
 The names below are the public interface (`from fcn_jax import inference`).
@@ -17,6 +19,7 @@ from fcn_jax.inference.loading import load_config
 from fcn_jax.inference.loading import load_trained
 from fcn_jax.inference.outofcore import open_image
 from fcn_jax.inference.outofcore import predict_to_file
+from fcn_jax.inference.stitch import shift_and_stitch
 from fcn_jax.inference.tiled import compilations
 from fcn_jax.inference.tiled import predict_tiled
 from fcn_jax.inference.tiling import AxisTiling
@@ -26,4 +29,5 @@ from fcn_jax.inference.tiling import check_tile
 from fcn_jax.inference.tiling import layer_keys
 from fcn_jax.inference.tiling import plan
 from fcn_jax.inference.whole import output_shape
+from fcn_jax.inference.whole import pad_to_accepted
 from fcn_jax.inference.whole import predict

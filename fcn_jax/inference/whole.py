@@ -7,6 +7,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from fcn_jax import errors
 from fcn_jax import geometry
 from fcn_jax import models
 
@@ -33,3 +34,22 @@ def output_shape(model: nnx.Module, image_shape) -> tuple[int, int, int]:
   """`(H', W', C')` of the model's output for an `(H, W, C)` image."""
   _, out_h, out_w, channels = geometry.of(model).output_shape((1, *image_shape))
   return out_h, out_w, channels
+
+
+def pad_to_accepted(model: nnx.Module, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+  """`image` padded at the bottom and right (edge pixels repeated) to the nearest size the
+  model accepts, and the original `(H, W)`: for nets whose output has the input's size
+  (same-padded U-Nets and encoder-decoders, the ResNets), which then crop the output back
+  with `[:H, :W]`. Outputs near the padded border see repeated pixels."""
+  g = geometry.of(model)
+  h, w = image.shape[:2]
+  size = [g.first_valid(n, +1, a) for a, n in enumerate((h, w))]
+  if None in size:
+    g.check((h, w))  # the usual one-line refusal, naming what the net accepts
+  if tuple(g.output_size(size)) != tuple(size):
+    raise errors.InputError(
+        f'padding to an accepted size needs a net whose output has its input\'s size; '
+        f'{g.name} maps {size[0]}x{size[1]} to {"x".join(map(str, g.output_size(size)))}: '
+        'crop the image to an accepted size instead')
+  pad = ((0, size[0] - h), (0, size[1] - w)) + ((0, 0),) * (image.ndim - 2)
+  return np.pad(image, pad, mode='edge'), (h, w)

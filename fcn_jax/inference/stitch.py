@@ -1,0 +1,71 @@
+"""Shift-and-stitch: a dense output from a strided net, without retraining.
+
+Long et al. (FCN, §3.2) and OverFeat's fine stride: a net of total stride `s` gives one
+output per `s` input pixels. Evaluating it on the image shifted by `d, 2d, ..., s - d`
+pixels along each axis (`f = s / d` shifts per axis, `f**2` runs) and interleaving the
+outputs gives one output per `d` pixels: `dense[f*i + a, f*j + b]` is output `(i, j)` of the
+run on `image[a*d:, b*d:]`, so dense output `(k, l)` is centred on input
+`(c0 + d*k, c1 + d*l)`, where `(c0, c1)` is the centre of the plain output (0, 0)'s field
+(`geometry.of(model).offset`). Every run is the net on real pixels: at the borders it sees
+the padding the plain run sees at its own borders, nothing else.
+
+All runs use one input size (the image cropped by `(f - 1) * d` at the bottom and right,
+then down to the nearest size the net accepts), so they share one compilation and the
+dense output is a whole `f*n x f*m` grid. `tile=` runs each shift through exact tiling
+(`predict_tiled`), for images too large for one pass.
+"""
+
+from typing import Sequence
+
+import numpy as np
+from flax import nnx
+
+from fcn_jax import errors
+from fcn_jax import geometry
+from fcn_jax.inference import tiled
+from fcn_jax.inference import whole
+
+
+def factors(model: nnx.Module, stride: int | Sequence[int]) -> tuple[int, int]:
+  """Shifts per axis, `s / stride`; one line if `stride` does not divide the net's stride."""
+  g = geometry.of(model)
+  strides = stride if isinstance(stride, (tuple, list)) else (stride, stride)
+  out = []
+  for a, (s, d) in enumerate(zip(g.stride, strides)):
+    if s.denominator != 1 or s <= 1:
+      raise errors.InputError(f'{g.name} has output stride {s} along axis {a}: shift-and-stitch '
+                              'needs an integer stride > 1 (this net is already dense)')
+    if int(d) < 1 or int(s) % int(d):
+      raise errors.InputError(f'stride {d} does not divide {g.name}\'s output stride {s}: use '
+                              f'one of {[k for k in range(1, int(s) + 1) if int(s) % k == 0]}')
+    out.append(int(s) // int(d))
+  return tuple(out)
+
+
+def shift_and_stitch(model: nnx.Module, image: np.ndarray, stride: int | Sequence[int] = 1, *,
+                     tile: int | None = None, batch: int = 8) -> np.ndarray:
+  """The output of `model` on an `(H, W, C)` image at `stride` input pixels per output
+  (1: one per pixel), by `f**2` shifted runs (see the module docstring)."""
+  f = factors(model, stride)
+  g = geometry.of(model)
+  d = [int(s) // k for s, k in zip(g.stride, f)]
+  size = []
+  for a in range(2):
+    n = g.first_valid(image.shape[a] - (f[a] - 1) * d[a], -1, a)
+    if n is None:
+      raise errors.InputError(
+          f'image {image.shape[0]}x{image.shape[1]} is too small for shift-and-stitch of '
+          f'{g.name} at stride {d[a]}: it needs {g.min_input_size[a] + (f[a] - 1) * d[a]} '
+          f'pixels along axis {a}')
+    size.append(n)
+  out = None
+  for a in range(f[0]):
+    for b in range(f[1]):
+      view = np.ascontiguousarray(image[a * d[0]:a * d[0] + size[0], b * d[1]:b * d[1] + size[1]])
+      logits = (tiled.predict_tiled(model, view, tile, batch) if tile else
+                whole.predict(model, view))
+      if out is None:
+        out = np.empty((f[0] * logits.shape[0], f[1] * logits.shape[1], logits.shape[2]),
+                       logits.dtype)
+      out[a::f[0], b::f[1]] = logits
+  return out
