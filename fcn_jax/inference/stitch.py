@@ -11,8 +11,9 @@ the padding the plain run sees at its own borders, nothing else.
 
 All runs use one input size (the image cropped by `(f - 1) * d` at the bottom and right,
 then down to the nearest size the net accepts), so they share one compilation and the
-dense output is a whole `f*n x f*m` grid. `tile=` runs each shift through exact tiling
-(`predict_tiled`), for images too large for one pass.
+dense output is a whole `f*n x f*m` grid. Shifted views go `batch` at a time through one
+call (the last batch padded); `tile=` runs each view through exact tiling (`predict_tiled`,
+`batch` tiles per call) instead, for images too large for one pass.
 """
 
 from typing import Sequence
@@ -45,7 +46,8 @@ def factors(model: nnx.Module, stride: int | Sequence[int]) -> tuple[int, int]:
 def shift_and_stitch(model: nnx.Module, image: np.ndarray, stride: int | Sequence[int] = 1, *,
                      tile: int | None = None, batch: int = 8) -> np.ndarray:
   """The output of `model` on an `(H, W, C)` image at `stride` input pixels per output
-  (1: one per pixel), by `f**2` shifted runs (see the module docstring)."""
+  (1: one per pixel), by `f**2` shifted runs (see the module docstring). Memory: `batch`
+  views of the image and their activations (with `tile`: `batch` tiles)."""
   f = factors(model, stride)
   g = geometry.of(model)
   d = [int(s) // k for s, k in zip(g.stride, f)]
@@ -58,14 +60,19 @@ def shift_and_stitch(model: nnx.Module, image: np.ndarray, stride: int | Sequenc
           f'{g.name} at stride {d[a]}: it needs {g.min_input_size[a] + (f[a] - 1) * d[a]} '
           f'pixels along axis {a}')
     size.append(n)
+  shifts = [(a, b) for a in range(f[0]) for b in range(f[1])]
   out = None
-  for a in range(f[0]):
-    for b in range(f[1]):
-      view = np.ascontiguousarray(image[a * d[0]:a * d[0] + size[0], b * d[1]:b * d[1] + size[1]])
-      logits = (tiled.predict_tiled(model, view, tile, batch) if tile else
-                whole.predict(model, view))
+  for first in range(0, len(shifts), batch):
+    chunk = shifts[first:first + batch]
+    views = np.stack([image[a * d[0]:a * d[0] + size[0], b * d[1]:b * d[1] + size[1]]
+                      for a, b in chunk + chunk[-1:] * (batch - len(chunk))])
+    if tile:  # each view exactly tiled (one compilation for all: the tiles share a shape)
+      logits = [tiled.predict_tiled(model, view, tile, batch) for view in views[:len(chunk)]]
+    else:  # `batch` views per call, the last batch padded: one compilation
+      logits = whole.predict(model, views.astype(np.float32))[:len(chunk)]
+    for (a, b), piece in zip(chunk, logits):
       if out is None:
-        out = np.empty((f[0] * logits.shape[0], f[1] * logits.shape[1], logits.shape[2]),
-                       logits.dtype)
-      out[a::f[0], b::f[1]] = logits
+        out = np.empty((f[0] * piece.shape[0], f[1] * piece.shape[1], piece.shape[2]),
+                       piece.dtype)
+      out[a::f[0], b::f[1]] = piece
   return out
