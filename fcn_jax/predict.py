@@ -16,7 +16,9 @@ With `--tile`, inference is exact and tiled (`fcn_jax.inference.predict_tiled`);
 tile by tile (`--format=npy|zarr`), so images larger than RAM work and an
 interrupted run resumes. `--pad` pads an image whose size the net does not accept (edge pixels)
 and crops the output back, for nets whose output has the input's size. `--stitch=N` gives a strided net's output every N input pixels by
-shift-and-stitch (Long et al. §3.2; `fcn_jax.inference.stitch`).
+shift-and-stitch (Long et al. §3.2; `fcn_jax.inference.stitch`). `--blend=gaussian
+--overlap=0.25` runs models that exact tiling refuses on overlapping weighted windows
+(`fcn_jax.inference.blended`).
 """
 
 import glob
@@ -50,6 +52,12 @@ def define_flags() -> None:
                        'pixels a side (default: whole image). .npy/.tif inputs are then read '
                        'as memory maps and the output written tile by tile (resumable).')
   flags.DEFINE_integer('batch', 8, 'Tiles per batch (with --tile).')
+  flags.DEFINE_enum('blend', None, ['constant', 'gaussian', 'hann'], 'Blended tiling: '
+                    'overlapping windows of --tile pixels (default 256) averaged with these '
+                    'weights, for models exact tiling refuses (GroupNorm, ...); exact tiling '
+                    'where it applies (fcn_jax.inference.predict_blended).')
+  flags.DEFINE_float('overlap', 0.25, 'Fraction of a window\'s outputs shared with the next '
+                     '(with --blend).')
   flags.DEFINE_bool('pad', False, 'Pad images of a size the net does not accept (e.g. not a '
                     'multiple of 2**(depth-1) for a same-padded U-Net) at the bottom and right '
                     'with their edge pixels, and crop the output back to the image (nets whose '
@@ -131,7 +139,7 @@ def main(argv):
     model, config = inference.load_trained(FLAGS.workdir, FLAGS.step)
     task = tasks.from_config(config.data, config.get('loss'))
     print(f'loaded {geometry.of(model).name} from {FLAGS.workdir} in {time.time() - t0:.1f}s')
-    if FLAGS.tile:
+    if FLAGS.tile and not FLAGS.blend:
       inference.check_tile(model, FLAGS.tile)
     output = FLAGS.output or os.path.join(FLAGS.workdir, 'predictions')
     os.makedirs(output, exist_ok=True)
@@ -139,7 +147,7 @@ def main(argv):
       name = os.path.splitext(os.path.basename(path.rstrip('/')))[0]
       target = os.path.join(output, f'{name}.npy')
       t0 = time.time()
-      if (FLAGS.tile and not FLAGS.stitch and
+      if (FLAGS.tile and not FLAGS.stitch and not FLAGS.blend and
           path.rstrip('/').endswith(('.npy', '.tif', '.tiff', '.zarr'))):
         source = inference.open_image(path)  # out of core: read and written tile by tile
         target = os.path.join(output, f'{name}.{FLAGS.format}')
@@ -154,7 +162,10 @@ def main(argv):
       size = image.shape[:2]
       if FLAGS.pad:
         image, _ = inference.pad_to_accepted(model, image)
-      if FLAGS.stitch:
+      if FLAGS.blend:
+        logits = inference.predict_blended(model, image, FLAGS.tile or 256, FLAGS.overlap,
+                                           FLAGS.blend, FLAGS.batch)
+      elif FLAGS.stitch:
         logits = inference.shift_and_stitch(model, image, FLAGS.stitch, tile=FLAGS.tile,
                                             batch=FLAGS.batch)
       elif FLAGS.tile:

@@ -116,7 +116,7 @@ def test_predict_cli_tiled_out_of_core_matches_whole(tmp_path, workdir):
   np.testing.assert_allclose(np.load(tmp_path / 'out' / 'scan.npy'), whole, rtol=1e-5, atol=1e-6)
 
 
-def test_predict_cli_stitch_gives_a_dense_output(tmp_path, workdir):
+def test_predict_cli_stitch_and_blend(tmp_path, workdir):
   image = np.random.default_rng(4).random((60, 70, 3)).astype(np.float32)
   np.save(tmp_path / 'c.npy', image)
   out = subprocess.run([sys.executable, '-m', 'fcn_jax.predict', f'--workdir={workdir}',
@@ -127,6 +127,13 @@ def test_predict_cli_stitch_gives_a_dense_output(tmp_path, workdir):
   np.testing.assert_allclose(np.load(tmp_path / 'out' / 'c.npy'),
                              inference.shift_and_stitch(model, image, 2), rtol=1e-5, atol=1e-6)
   assert np.load(tmp_path / 'out' / 'c.npy').shape == (4 * 7, 4 * 8, 1)  # 54x64 -> 7x8 per shift
+  blend = subprocess.run([sys.executable, '-m', 'fcn_jax.predict', f'--workdir={workdir}',
+                          f'--input={tmp_path}/c.npy', f'--output={tmp_path / "blend"}',
+                          '--blend=hann', '--tile=32'], capture_output=True, text=True,
+                         check=False)
+  assert blend.returncode == 0, blend.stderr[-2000:]  # exactly tileable: the whole output
+  np.testing.assert_allclose(np.load(tmp_path / 'blend' / 'c.npy'),
+                             inference.predict(model, image), rtol=1e-5, atol=1e-6)
   bad = subprocess.run([sys.executable, '-m', 'fcn_jax.predict', f'--workdir={workdir}',
                         f'--input={tmp_path}/c.npy', f'--output={tmp_path / "out"}',
                         '--stitch=3'], capture_output=True, text=True, check=False)

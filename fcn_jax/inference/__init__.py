@@ -6,12 +6,15 @@
 * `tiling`: the algebra of exact tiling (`axis_tiling`, `plan`, `alignment`, `check_tile`);
 * `tiled`: `predict_tiled(model, image, tile)`, equal to `predict` from fixed-shape tiles;
 * `outofcore`: `open_image` and `predict_to_file` for images larger than memory;
+* `blended`: `predict_blended(model, image, tile, overlap, weights)`, overlapping weighted
+  windows for models exact tiling refuses (exact tiling where it applies);
 * `stitch`: `shift_and_stitch(model, image, stride)`, a dense output from a strided net;
 * `export`: `export(model)` / `load_exported(data)`, a `jax.export` artifact of any size.
 
 The names below are the public interface (`from fcn_jax import inference`).
 """
 
+from fcn_jax.inference.blended import predict_blended
 from fcn_jax.inference.export import export
 from fcn_jax.inference.export import load_exported
 from fcn_jax.inference.export import size_lattice
