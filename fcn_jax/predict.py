@@ -18,7 +18,8 @@ interrupted run resumes. `--pad` pads an image whose size the net does not accep
 and crops the output back, for nets whose output has the input's size. `--stitch=N` gives a strided net's output every N input pixels by
 shift-and-stitch (Long et al. §3.2; `fcn_jax.inference.stitch`). `--blend=gaussian
 --overlap=0.25` runs models that exact tiling refuses on overlapping weighted windows
-(`fcn_jax.inference.blended`).
+(`fcn_jax.inference.blended`). `--tta=d4` averages over flipped and rotated views
+(`--tta_scales=1,0.5` also over scales; `fcn_jax.inference.tta`).
 """
 
 import glob
@@ -58,6 +59,12 @@ def define_flags() -> None:
                     'where it applies (fcn_jax.inference.predict_blended).')
   flags.DEFINE_float('overlap', 0.25, 'Fraction of a window\'s outputs shared with the next '
                      '(with --blend).')
+  flags.DEFINE_enum('tta', None, ['flips', 'd4'], 'Test-time augmentation: the mean over the '
+                    '4 flips or the 8 symmetries of the square (fcn_jax.inference.predict_tta).')
+  flags.DEFINE_list('tta_scales', ['1'], 'With --tta: scales of the image to average over, '
+                    'e.g. 1,0.5,1.5.')
+  flags.DEFINE_enum('tta_average', 'logits', ['logits', 'sigmoid', 'softmax'], 'With --tta: '
+                    'average logits, or probabilities (then written instead of logits).')
   flags.DEFINE_bool('pad', False, 'Pad images of a size the net does not accept (e.g. not a '
                     'multiple of 2**(depth-1) for a same-padded U-Net) at the bottom and right '
                     'with their edge pixels, and crop the output back to the image (nets whose '
@@ -124,6 +131,14 @@ def export(workdir: str, step: int | None, path: str) -> int:
   return 0
 
 
+def _as_logits(output: np.ndarray) -> np.ndarray:
+  """Logits for the overlay: `--tta_average` sigmoid/softmax outputs are probabilities."""
+  if not FLAGS.tta or FLAGS.tta_average == 'logits':
+    return output
+  p = np.clip(output, 1e-6, 1 - 1e-6)
+  return np.log(p) - np.log1p(-p) if FLAGS.tta_average == 'sigmoid' else np.log(p)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -147,7 +162,7 @@ def main(argv):
       name = os.path.splitext(os.path.basename(path.rstrip('/')))[0]
       target = os.path.join(output, f'{name}.npy')
       t0 = time.time()
-      if (FLAGS.tile and not FLAGS.stitch and not FLAGS.blend and
+      if (FLAGS.tile and not (FLAGS.stitch or FLAGS.blend or FLAGS.tta) and
           path.rstrip('/').endswith(('.npy', '.tif', '.tiff', '.zarr'))):
         source = inference.open_image(path)  # out of core: read and written tile by tile
         target = os.path.join(output, f'{name}.{FLAGS.format}')
@@ -162,7 +177,11 @@ def main(argv):
       size = image.shape[:2]
       if FLAGS.pad:
         image, _ = inference.pad_to_accepted(model, image)
-      if FLAGS.blend:
+      if FLAGS.tta:
+        logits = inference.predict_tta(model, image, FLAGS.tta,
+                                       [float(r) for r in FLAGS.tta_scales], FLAGS.tta_average,
+                                       FLAGS.tile, FLAGS.batch)
+      elif FLAGS.blend:
         logits = inference.predict_blended(model, image, FLAGS.tile or 256, FLAGS.overlap,
                                            FLAGS.blend, FLAGS.batch)
       elif FLAGS.stitch:
@@ -176,7 +195,7 @@ def main(argv):
         image, logits = image[:size[0], :size[1]], logits[:size[0], :size[1]]
       seconds = time.time() - t0
       _write_atomically(target, lambda p: np.save(p, logits))
-      picture = task.overlay(image, logits)
+      picture = task.overlay(image, _as_logits(logits))
       if picture is not None:
         _write_atomically(os.path.join(output, f'{name}_overlay.png'),
                           lambda p: Image.fromarray(picture).save(p))

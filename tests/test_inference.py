@@ -116,7 +116,7 @@ def test_predict_cli_tiled_out_of_core_matches_whole(tmp_path, workdir):
   np.testing.assert_allclose(np.load(tmp_path / 'out' / 'scan.npy'), whole, rtol=1e-5, atol=1e-6)
 
 
-def test_predict_cli_stitch_and_blend(tmp_path, workdir):
+def test_predict_cli_stitch_blend_and_tta(tmp_path, workdir):
   image = np.random.default_rng(4).random((60, 70, 3)).astype(np.float32)
   np.save(tmp_path / 'c.npy', image)
   out = subprocess.run([sys.executable, '-m', 'fcn_jax.predict', f'--workdir={workdir}',
@@ -134,6 +134,16 @@ def test_predict_cli_stitch_and_blend(tmp_path, workdir):
   assert blend.returncode == 0, blend.stderr[-2000:]  # exactly tileable: the whole output
   np.testing.assert_allclose(np.load(tmp_path / 'blend' / 'c.npy'),
                              inference.predict(model, image), rtol=1e-5, atol=1e-6)
+  odd = np.random.default_rng(5).random((57, 65, 3)).astype(np.float32)  # symmetric: 8k + 1
+  np.save(tmp_path / 'd.npy', odd)
+  tta = subprocess.run([sys.executable, '-m', 'fcn_jax.predict', f'--workdir={workdir}',
+                        f'--input={tmp_path}/d.npy', f'--output={tmp_path / "tta"}',
+                        '--tta=d4', '--tta_average=sigmoid'], capture_output=True, text=True,
+                       check=False)
+  assert tta.returncode == 0, tta.stderr[-2000:]
+  np.testing.assert_allclose(np.load(tmp_path / 'tta' / 'd.npy'),
+                             inference.predict_tta(model, odd, 'd4', average='sigmoid'),
+                             rtol=1e-5, atol=1e-6)
   bad = subprocess.run([sys.executable, '-m', 'fcn_jax.predict', f'--workdir={workdir}',
                         f'--input={tmp_path}/c.npy', f'--output={tmp_path / "out"}',
                         '--stitch=3'], capture_output=True, text=True, check=False)

@@ -8,6 +8,7 @@
 * `outofcore`: `open_image` and `predict_to_file` for images larger than memory;
 * `blended`: `predict_blended(model, image, tile, overlap, weights)`, overlapping weighted
   windows for models exact tiling refuses (exact tiling where it applies);
+* `tta`: `predict_tta(model, image, views, scales, average)`, test-time augmentation;
 * `stitch`: `shift_and_stitch(model, image, stride)`, a dense output from a strided net;
 * `export`: `export(model)` / `load_exported(data)`, a `jax.export` artifact of any size.
 
@@ -31,6 +32,7 @@ from fcn_jax.inference.tiling import axis_tiling
 from fcn_jax.inference.tiling import check_tile
 from fcn_jax.inference.tiling import layer_keys
 from fcn_jax.inference.tiling import plan
+from fcn_jax.inference.tta import predict_tta
 from fcn_jax.inference.whole import output_shape
 from fcn_jax.inference.whole import pad_to_accepted
 from fcn_jax.inference.whole import predict
