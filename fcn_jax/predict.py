@@ -65,6 +65,9 @@ def define_flags() -> None:
                     'e.g. 1,0.5,1.5.')
   flags.DEFINE_enum('tta_average', 'logits', ['logits', 'sigmoid', 'softmax'], 'With --tta: '
                     'average logits, or probabilities (then written instead of logits).')
+  flags.DEFINE_bool('border_map', False, 'Also write <name>_border.npy: per output, the '
+                    'fraction of its receptive field outside the image '
+                    '(fcn_jax.inference.border_map).')
   flags.DEFINE_bool('pad', False, 'Pad images of a size the net does not accept (e.g. not a '
                     'multiple of 2**(depth-1) for a same-padded U-Net) at the bottom and right '
                     'with their edge pixels, and crop the output back to the image (nets whose '
@@ -195,6 +198,10 @@ def main(argv):
         image, logits = image[:size[0], :size[1]], logits[:size[0], :size[1]]
       seconds = time.time() - t0
       _write_atomically(target, lambda p: np.save(p, logits))
+      if FLAGS.border_map and not (FLAGS.stitch or FLAGS.tta):  # outputs on the plain grid
+        border = inference.border_map(model, image.shape[:2])
+        _write_atomically(os.path.join(output, f'{name}_border.npy'),
+                          lambda p: np.save(p, border))
       picture = task.overlay(image, _as_logits(logits))
       if picture is not None:
         _write_atomically(os.path.join(output, f'{name}_overlay.png'),

@@ -87,10 +87,13 @@ def test_predict_cli_writes_logits_and_overlays(tmp_path, workdir):
   Image.fromarray((rng.random((200, 300, 3)) * 255).astype(np.uint8)).save(tmp_path / 'a.png')
   np.save(tmp_path / 'b.npy', rng.random((64, 80, 3)).astype(np.float32))
   out = subprocess.run([sys.executable, '-m', 'fcn_jax.predict', f'--workdir={workdir}',
-                        f'--input={tmp_path}/[ab].*', f'--output={tmp_path / "out"}'],
-                       capture_output=True, text=True, check=False)
+                        f'--input={tmp_path}/[ab].*', f'--output={tmp_path / "out"}',
+                        '--border_map'], capture_output=True, text=True, check=False)
   assert out.returncode == 0, out.stderr[-2000:]
   assert 'a.png: input 200x300x3 -> output 25x38x1' in out.stdout
+  model, _ = inference.load_trained(workdir)
+  np.testing.assert_array_equal(np.load(tmp_path / 'out' / 'a_border.npy'),
+                                inference.border_map(model, (200, 300)))
   assert np.load(tmp_path / 'out' / 'a.npy').shape == (25, 38, 1)
   assert np.load(tmp_path / 'out' / 'b.npy').shape == (8, 10, 1)
   with Image.open(tmp_path / 'out' / 'a_overlay.png') as overlay:

@@ -9,6 +9,7 @@
 * `blended`: `predict_blended(model, image, tile, overlap, weights)`, overlapping weighted
   windows for models exact tiling refuses (exact tiling where it applies);
 * `tta`: `predict_tta(model, image, views, scales, average)`, test-time augmentation;
+* `border`: `border_map(model, size)`, the fraction of each output's field outside the image;
 * `stitch`: `shift_and_stitch(model, image, stride)`, a dense output from a strided net;
 * `export`: `export(model)` / `load_exported(data)`, a `jax.export` artifact of any size.
 
@@ -16,6 +17,7 @@ The names below are the public interface (`from fcn_jax import inference`).
 """
 
 from fcn_jax.inference.blended import predict_blended
+from fcn_jax.inference.border import border_map
 from fcn_jax.inference.export import export
 from fcn_jax.inference.export import load_exported
 from fcn_jax.inference.export import size_lattice
