@@ -65,6 +65,9 @@ def define_flags() -> None:
                     'e.g. 1,0.5,1.5.')
   flags.DEFINE_enum('tta_average', 'logits', ['logits', 'sigmoid', 'softmax'], 'With --tta: '
                     'average logits, or probabilities (then written instead of logits).')
+  flags.DEFINE_string('memory', None, 'A memory budget (e.g. 2GB) for tiled prediction: picks '
+                      '--tile and --batch so that the estimated peak stays under it, and says '
+                      'what it chose (fcn_jax.inference.plan_memory; in-memory images).')
   flags.DEFINE_bool('border_map', False, 'Also write <name>_border.npy: per output, the '
                     'fraction of its receptive field outside the image '
                     '(fcn_jax.inference.border_map).')
@@ -165,7 +168,7 @@ def main(argv):
       name = os.path.splitext(os.path.basename(path.rstrip('/')))[0]
       target = os.path.join(output, f'{name}.npy')
       t0 = time.time()
-      if (FLAGS.tile and not (FLAGS.stitch or FLAGS.blend or FLAGS.tta) and
+      if (FLAGS.tile and not (FLAGS.stitch or FLAGS.blend or FLAGS.tta or FLAGS.memory) and
           path.rstrip('/').endswith(('.npy', '.tif', '.tiff', '.zarr'))):
         source = inference.open_image(path)  # out of core: read and written tile by tile
         target = os.path.join(output, f'{name}.{FLAGS.format}')
@@ -178,6 +181,12 @@ def main(argv):
         continue
       image = read_image(path)
       size = image.shape[:2]
+      if FLAGS.memory:
+        out_h, out_w, _ = inference.output_shape(model, image.shape)
+        overlay = out_h * out_w * 3 * 8 + image.shape[0] * image.shape[1] * 3  # colours, picture
+        chosen = inference.plan_memory(model, image.shape, FLAGS.memory, overlay)
+        print(f'{path}: memory plan: {chosen}')
+        FLAGS.tile, FLAGS.batch = chosen.tile, chosen.batch
       if FLAGS.pad:
         image, _ = inference.pad_to_accepted(model, image)
       if FLAGS.tta:

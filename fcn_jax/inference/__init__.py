@@ -10,6 +10,7 @@
   windows for models exact tiling refuses (exact tiling where it applies);
 * `tta`: `predict_tta(model, image, views, scales, average)`, test-time augmentation;
 * `border`: `border_map(model, size)`, the fraction of each output's field outside the image;
+* `memory`: `plan(model, image_shape, budget)`, the tile and batch that fit a memory budget;
 * `stitch`: `shift_and_stitch(model, image, stride)`, a dense output from a strided net;
 * `export`: `export(model)` / `load_exported(data)`, a `jax.export` artifact of any size.
 
@@ -23,6 +24,7 @@ from fcn_jax.inference.export import load_exported
 from fcn_jax.inference.export import size_lattice
 from fcn_jax.inference.loading import load_config
 from fcn_jax.inference.loading import load_trained
+from fcn_jax.inference.memory import plan as plan_memory
 from fcn_jax.inference.outofcore import open_image
 from fcn_jax.inference.outofcore import predict_to_file
 from fcn_jax.inference.stitch import shift_and_stitch

@@ -95,6 +95,26 @@ def _tiles(model: nnx.Module, image, tile: int | tuple[int, int], batch: int, sk
     yield chunk, keeps, pieces
 
 
+def compiled_bytes(model: nnx.Module, image_shape, tile: int, batch: int) -> int:
+  """Bytes XLA needs for one call of the tiled forward pass of `tile` and `batch` on an image
+  of `image_shape` (arguments, outputs and temporaries of the compiled function, from its
+  memory analysis): the device side of `predict_tiled`'s memory."""
+  model = models.inference_view(model)
+  g = geometry.of(model)
+  h, w, c = image_shape
+  axes = [tiling.axis_tiling(g, n, a, tile) for a, n in enumerate((h, w))]
+  keys = tiling.layer_keys(g.node)
+  path_of = {id(module): path for path, module in nnx.iter_graph(model)}
+  paths = tuple(path_of[key] for key in keys)
+  graphdef, state = nnx.split(model)
+  windows = jax.ShapeDtypeStruct((batch, axes[0].size, axes[1].size, c), np.float32)
+  extents = jax.ShapeDtypeStruct((batch, len(keys), 4), np.int32)
+  analysis = _tiled_forward.lower(graphdef, paths, state, windows, extents).compile(
+      ).memory_analysis()
+  return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes +
+             analysis.temp_size_in_bytes)
+
+
 def predict_tiled(model: nnx.Module, image: np.ndarray, tile: int | tuple[int, int] = 256,
                   batch: int = 8) -> np.ndarray:
   """The whole-image output of `model` on an `(H, W, C)` image, computed tile by tile.

@@ -135,11 +135,15 @@ def class_colours(logits: np.ndarray) -> np.ndarray:
 def blend(image: np.ndarray, colours: np.ndarray) -> np.ndarray:
   """uint8 RGB: `colours` (an output grid, stretched nearest-neighbour over the image)
   half-blended over the image (uint8, or floats in [0, 1])."""
-  if image.dtype == np.uint8:
-    image = image.astype(np.float32) / 255.0
   h, w = image.shape[:2]
-  rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
   rows = np.minimum(np.arange(h) * colours.shape[0] // h, colours.shape[0] - 1)
   cols = np.minimum(np.arange(w) * colours.shape[1] // w, colours.shape[1] - 1)
-  blended = 0.5 * rgb + 0.5 * colours[rows][:, cols]
-  return (np.clip(blended, 0, 1) * 255).round().astype(np.uint8)
+  out = np.empty((h, w, 3), np.uint8)
+  for top in range(0, h, 256):  # by blocks of rows: a large image needs no float copy of it
+    block = image[top:top + 256].astype(np.float32)
+    if image.dtype == np.uint8:
+      block /= 255.0
+    rgb = np.repeat(block, 3, axis=-1) if block.shape[-1] == 1 else block[..., :3]
+    blended = 0.5 * rgb + 0.5 * colours[rows[top:top + 256]][:, cols].astype(np.float32)
+    out[top:top + 256] = (np.clip(blended, 0, 1) * 255).round().astype(np.uint8)
+  return out
