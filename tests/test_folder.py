@@ -120,6 +120,18 @@ def test_binary_masks_of_0_and_1_or_255(tmp_path, foreground):
   assert catalog.num_classes(data) == 2
 
 
+def test_images_and_masks_match_by_stem_with_suffixes(tmp_path):
+  for name, value in (('a', 1), ('b', 2)):
+    _save(str(tmp_path / 'images' / f'{name}_img.jpg'), np.zeros((4, 6, 3), np.uint8))
+    _save(str(tmp_path / 'masks' / f'{name}_mask.png'), np.full((4, 6), value, np.uint8))
+  _save(str(tmp_path / 'masks' / 'notes.png'), np.zeros((4, 6), np.uint8))  # no _mask suffix
+  data = _data(tmp_path, image_suffix='_img.jpg', mask_suffix='_mask.png')
+  assert _problems(data) == []  # notes.png is not a mask: it lacks the suffix
+  masks = {k: int(v['mask'].max()) for k, v in _examples(data).items()}
+  assert masks == {'a_img.jpg': 1, 'b_img.jpg': 2}
+  assert 'have no mask' in '\n'.join(_problems(_data(tmp_path, image_suffix='_img.jpg')))
+
+
 # --------------------------------------------------------------------------
 # Image formats.
 
