@@ -13,7 +13,7 @@ state dict of `resnet50` (the backbone) or `fcn_resnet50` (backbone and head), a
 torchvision's input normalisation, which its weights expect. Batch norm in eval mode is
 exactly tileable (`predict --tile`).
 
-Args: `runlocal` (a tiny net, a few steps), `full` (torchvision's widths), `depth` (18, 34,
+Args: `runlocal` (a tiny ResNet-18, a few steps), `full` (torchvision's widths), `depth` (18, 34,
 50, 101), `output_stride` (8, 16, 32).
 """
 
@@ -30,7 +30,7 @@ def resnet_config(arg, head: str):
   config = default.get_config('runlocal' if args.runlocal else None)
   config.model = ml_collections.ConfigDict()
   config.model.name = 'resnet'
-  config.model.depth = args.depth  # 18 | 34 | 50 | 101
+  config.model.depth = 18 if args.runlocal else args.depth  # 18 | 34 | 50 | 101
   config.model.output_stride = args.output_stride  # 32, or 16 / 8 by dilating layers 4 / 3-4
   config.model.head = head  # 'fcn' (FCNHead) | 'aspp' (DeepLabv3)
   config.model.in_channels = 3
