@@ -135,6 +135,13 @@ class Node(abc.ABC):
     'replicate'): a tile must then hold the positions copied. None otherwise."""
     return None
 
+  def periodic(self, a: int) -> bool:
+    """Whether the layer, given an input that repeats with its size along axis `a`, reads
+    nothing but that repetition (circular padding, or none): then, where its output size is
+    the input size over `grid_step`, its output repeats with its own size. Circularly padded
+    nets tile exactly when every layer is (`tiling.wraps`)."""
+    return False
+
 
 @dataclasses.dataclass(frozen=True)
 class Pointwise(Node):
@@ -152,6 +159,9 @@ class Pointwise(Node):
   def tiling_refusal(self):
     return None if self.local else (f'{self.name} mixes statistics over the whole image: no '
                                     'exact tiling')
+
+  def periodic(self, a):
+    return self.local
 
   def channels(self, c):
     return c if self.out_channels is None else self.out_channels
@@ -217,6 +227,9 @@ class Window(Node):
   def mirror_padding(self, a):
     return (self.fill, *self.padding[a]) if self.fill in ('reflect', 'replicate') else None
 
+  def periodic(self, a):
+    return self.fill == 'circular' or self.padding[a] == (0, 0)
+
   def channels(self, c):
     return c if self.out_channels is None else self.out_channels
 
@@ -259,6 +272,9 @@ class Transpose(Node):
 
   def grid_step(self, a):
     return 1 / _frac(self.stride[a])
+
+  def periodic(self, a):
+    return self.padding[a] == (0, 0)  # no cropping: every output gets all its taps
 
   def channels(self, c):
     return c if self.out_channels is None else self.out_channels
@@ -305,6 +321,9 @@ class Resize(Node):
 
   def mirror_padding(self, a):
     return ('replicate', 1, 1) if self.method == 'bilinear' else None  # clamps at the border
+
+  def periodic(self, a):
+    return self.method == 'nearest' and self.factor is not None  # bilinear clamps at the border
 
 
 @dataclasses.dataclass(frozen=True)
@@ -356,6 +375,9 @@ class Multiple(Node):
 
   def tiling_refusal(self):
     return None
+
+  def periodic(self, a):
+    return True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Exact tiling (`tiled.predict_tiled`) equals the whole-image run, but refuses models whose
 outputs depend on the whole input (GroupNorm/LayerNorm statistics, global pooling,
-resizing to a fixed size, circular padding). `predict_blended` runs any fully
+resizing to a fixed size, circular padding that a layer does not keep periodic). `predict_blended` runs any fully
 convolutional model on overlapping windows of one shape and averages the overlapping
 outputs with weights that fall off towards each window's border — MONAI's and nnU-Net's
 sliding window. It approximates the whole-image run: near window borders the net sees

@@ -1,6 +1,7 @@
 """Exact tiled prediction: `predict_tiled(model, image, tile)` runs tiles of one fixed shape
 (one compilation per model, tile and batch size) laid out by `tiling`, each layer rebuilding
-its input outside the region the whole-image run would hold there.
+its input outside the region the whole-image run would hold there (or, for a circularly
+padded net, reading the image cyclically: `tiling.wraps`).
 """
 
 import functools
@@ -33,6 +34,29 @@ def _tiled_forward(graphdef, paths, state, windows, extents):
   return model(windows)
 
 
+@functools.partial(jax.jit, static_argnums=(0,))
+def _wrapped_forward(graphdef, state, windows):
+  # Tiles of a circularly padded net read their halo around the image's borders, so every
+  # position of every layer holds what the whole-image run holds there: nothing to rebuild.
+  _TRACES['tiled'] += 1
+  return nnx.merge(graphdef, state)(windows)
+
+
+def _window_reads(start: int, size: int, n: int, wrap: bool) -> list[tuple[slice, slice]]:
+  """`(image, window)` slice pairs that fill a window of `size` positions from `start` on an
+  axis of `n`: the part inside the image, or with `wrap` the image read cyclically."""
+  if not wrap:
+    lo, hi = min(max(start, 0), n), max(min(start + size, n), min(max(start, 0), n))
+    return [(slice(lo, hi), slice(lo - start, hi - start))]
+  reads, pos = [], start
+  while pos < start + size:
+    src = pos % n
+    length = min(n - src, start + size - pos)
+    reads.append((slice(src, src + length), slice(pos - start, pos - start + length)))
+    pos += length
+  return reads
+
+
 def compilations() -> int:
   """How many times the tiled forward pass has been compiled in this process."""
   return _TRACES['tiled']
@@ -52,6 +76,7 @@ def _tiles(model: nnx.Module, image, tile: int | tuple[int, int], batch: int, sk
   axes = [tiling.axis_tiling(g, n, a, t) for a, (n, t) in
           enumerate(zip((h, w), tile if isinstance(tile, tuple) else (tile, tile)))]
   keys = tiling.layer_keys(g.node)
+  wrap = tiling.wraps(g, (h, w))
   tiles = [(i, j) for i in range(axes[0].count) for j in range(axes[1].count)
            if (i, j) not in skip]
   scale = 1 / 255 if image.dtype == np.uint8 else None
@@ -67,16 +92,16 @@ def _tiles(model: nnx.Module, image, tile: int | tuple[int, int], batch: int, sk
     for b, tile_index in enumerate(chunk + [chunk[-1]] * (batch - len(chunk))):
       starts = [k * ax.step - ax.halo for k, ax in zip(tile_index, axes)]
       # A tile may lie wholly past the image (outputs of a net that pads beyond it).
-      src = [slice(min(max(s, 0), n), max(min(s + ax.size, n), min(max(s, 0), n)))
-             for s, ax, n in zip(starts, axes, (h, w))]
-      dst = [slice(sl.start - s, sl.stop - s) for sl, s in zip(src, starts)]
-      window = windows[b, dst[0], dst[1]]
-      window[...] = image[src[0], src[1]]
-      if scale:
-        window *= scale
-      if not np.isfinite(window).all():
-        raise errors.InputError(f'the image holds NaN or infinite pixels in rows {src[0].start}-'
-                                f'{src[0].stop - 1}, columns {src[1].start}-{src[1].stop - 1}')
+      for rows, dst_rows in _window_reads(starts[0], axes[0].size, h, wrap):
+        for cols, dst_cols in _window_reads(starts[1], axes[1].size, w, wrap):
+          window = windows[b, dst_rows, dst_cols]
+          window[...] = image[rows, cols]
+          if scale:
+            window *= scale
+          if not np.isfinite(window).all():
+            raise errors.InputError(f'the image holds NaN or infinite pixels in rows '
+                                    f'{rows.start}-{rows.stop - 1}, columns {cols.start}-'
+                                    f'{cols.stop - 1}')
       out_origin = []
       for a, (n, s, ax) in enumerate(zip((h, w), starts, axes)):
         per_layer: dict[int, list[int]] = {}
@@ -84,7 +109,9 @@ def _tiles(model: nnx.Module, image, tile: int | tuple[int, int], batch: int, sk
         for row, key in enumerate(keys):
           extents[b, row, 2 * a:2 * a + 2] = per_layer[key][:2]
       origins.append(out_origin)
-    logits = np.asarray(jax.device_get(_tiled_forward(graphdef, paths, state, windows, extents)))
+    logits = np.asarray(jax.device_get(
+        _wrapped_forward(graphdef, state, windows) if wrap else
+        _tiled_forward(graphdef, paths, state, windows, extents)))
     keeps, pieces = [], []
     for b, tile_index in enumerate(chunk):
       keep = [slice(k * ax.kept, min((k + 1) * ax.kept, ax.out_size))

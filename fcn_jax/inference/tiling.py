@@ -96,6 +96,57 @@ def alignment(node: geometry.Node, a: int) -> int:
   return period
 
 
+def wraps(g: geometry.Geometry, size) -> bool:
+  """Whether tiles of this model read the image cyclically (its layers pad circularly).
+
+  Circular padding makes the whole-image run see the image as a torus: a layer's padding
+  repeats its own input from the opposite border. A tile reproduces that exactly when it
+  reads its halo around the image's borders (wrapped) and every layer keeps the wrapped
+  image periodic: it pads circularly or not at all, and maps input size `m` to exactly
+  `m / stride` (`Node.periodic`). Then every tile position holds what the whole-image run
+  holds there, padding included, and no layer needs its border rebuilt. Returns False for
+  a net without circular padding; raises a `TilingError` saying what breaks the
+  periodicity for one whose layers do not all keep it at this image `size`.
+  """
+  if not any(getattr(leaf, 'fill', None) == 'circular' for leaf in geometry.iter_leaves(g.node)):
+    return False
+  for a, n in enumerate(size[:2]):
+    if problem := _breaks_periodicity(g.node, n, a, alignment(g.node, a)):
+      raise errors.TilingError(
+          f'{g.name} pads circularly, which tiles exactly only when every layer keeps the '
+          f'image periodic, but along axis {a} at size {n} {problem}')
+  return True
+
+
+def _breaks_periodicity(node: geometry.Node, n: int, a: int, multiple: int) -> str | None:
+  """Why `node` does not map an input repeating with period `n` to an output repeating
+  with its own size along axis `a` (None when it does); `multiple` is the image side that
+  keeps every stride aligned, for the advice. Walks like `plan`."""
+  if isinstance(node, geometry.Chain):
+    for child in node.nodes:
+      if problem := _breaks_periodicity(child, n, a, multiple):
+        return problem
+      n = child.axis(n, a)[0]
+    return None
+  if isinstance(node, geometry.Merge):
+    for branch in node.branches:
+      if problem := _breaks_periodicity(branch, n, a, multiple):
+        return problem
+    if any(node.offsets(n, a)[1]):
+      return f'{node.name} crops its branches to align them'
+    return None
+  if not node.periodic(a):
+    fill = getattr(node, 'fill', None)
+    how = f'pads with {fill!r}' if fill else 'reads past its input\'s border'
+    return (f'{node.name} {how}: a net that mixes circular padding with other borders can '
+            f'only be run whole or blended (predict --blend)')
+  out = node.axis(n, a)[0]
+  if out != n / node.grid_step(a):
+    return (f'{node.name} maps {n} positions to {out}, not {n}/{node.grid_step(a)}: use '
+            f'an image whose sides are multiples of {multiple}')
+  return None
+
+
 def layer_keys(node: geometry.Node) -> list[int]:
   """Keys of the layers in the order `plan` visits them."""
   if children := node.children():
