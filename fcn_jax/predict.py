@@ -13,8 +13,9 @@ blended over the image, `fcn_jax.tasks`). Prints the output shape and the time o
 under a temporary name and renamed, so a crash never leaves a partial file.
 With `--tile`, inference is exact and tiled (`fcn_jax.inference.predict_tiled`);
 `.npy`/`.tif`/`.zarr` inputs are then read tile by tile and the output written
-tile by tile (`--format=npy|zarr`), so images larger than RAM work and an
-interrupted run resumes. `--pad` pads an image whose size the net does not accept (edge pixels)
+tile by tile (`--format=npy|zarr|ome-zarr`; `--values=logits|probabilities|labels|
+labels+confidence`, reduced tile by tile), so images larger than RAM work and an
+interrupted run resumes; an existing output of another model or image is refused. `--pad` pads an image whose size the net does not accept (edge pixels)
 and crops the output back, for nets whose output has the input's size. `--stitch=N` gives a strided net's output every N input pixels by
 shift-and-stitch (Long et al. §3.2; `fcn_jax.inference.stitch`). `--blend=gaussian
 --overlap=0.25` runs models that exact tiling refuses on overlapping weighted windows
@@ -82,8 +83,12 @@ def define_flags() -> None:
   flags.DEFINE_string('export', None, 'Instead of predicting, write the model as a jax.export '
                       'artifact with symbolic sizes to this path (run it with '
                       'fcn_jax.inference.load_exported).')
-  flags.DEFINE_enum('format', 'npy', ['npy', 'zarr'], 'Output format of the raw logits of '
-                    'out-of-core (--tile) runs.')
+  flags.DEFINE_enum('format', 'npy', ['npy', 'zarr', 'ome-zarr'], 'Output format of tiled '
+                    'runs: .npy, .zarr, or an OME-Zarr (NGFF) store with the image and the '
+                    'labels as multiscale layers (napari and other NGFF viewers open it).')
+  flags.DEFINE_enum('values', 'logits', list(inference.VALUES), 'What tiled runs write per '
+                    'output: float32 logits, float16 probabilities, uint8/16 labels, or labels '
+                    'and their float16 confidence (fcn_jax.inference.outputs), tile by tile.')
   flags.mark_flags_as_required(['workdir'])
 
 
@@ -168,16 +173,21 @@ def main(argv):
       name = os.path.splitext(os.path.basename(path.rstrip('/')))[0]
       target = os.path.join(output, f'{name}.npy')
       t0 = time.time()
-      if (FLAGS.tile and not (FLAGS.stitch or FLAGS.blend or FLAGS.tta or FLAGS.memory) and
-          path.rstrip('/').endswith(('.npy', '.tif', '.tiff', '.zarr'))):
-        source = inference.open_image(path)  # out of core: read and written tile by tile
-        target = os.path.join(output, f'{name}.{FLAGS.format}')
-        inference.predict_to_file(model, source, target, FLAGS.tile, FLAGS.batch)
-        logits = inference.open_image(target) if FLAGS.format == 'zarr' else np.load(
-            target, mmap_mode='r')
-        print(f'{path}: input {"x".join(map(str, source.shape))} -> output '
-              f'{"x".join(map(str, logits.shape))} in {time.time() - t0:.2f}s (tiled, '
-              f'{inference.compilations()} compilation(s))')
+      streamed = FLAGS.format != 'npy' or FLAGS.values != 'logits'
+      if (not (FLAGS.stitch or FLAGS.blend or FLAGS.tta or FLAGS.memory or FLAGS.pad) and
+          ((FLAGS.tile and path.rstrip('/').endswith(('.npy', '.tif', '.tiff', '.zarr'))) or
+           streamed)):
+        # Out of core (array files are read tile by tile) and streamed outputs: written tile
+        # by tile, resumable.
+        source = (inference.open_image(path) if path.rstrip('/').endswith(
+            ('.npy', '.tif', '.tiff', '.zarr')) else read_image(path))
+        target = os.path.join(output, f'{name}.{FLAGS.format.replace("-", ".")}')
+        inference.predict_to_file(model, source, target, FLAGS.tile or 512, FLAGS.batch,
+                                  values=FLAGS.values, name=name)
+        out_h, out_w, out_c = inference.output_shape(model, source.shape)
+        print(f'{path}: input {"x".join(map(str, source.shape))} -> {target} ({FLAGS.values}, '
+              f'{out_h}x{out_w} outputs of {out_c} channel(s)) in {time.time() - t0:.2f}s '
+              f'(tiled, {inference.compilations()} compilation(s))')
         continue
       image = read_image(path)
       size = image.shape[:2]

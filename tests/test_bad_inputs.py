@@ -133,3 +133,23 @@ def test_disk_full_while_writing_leaves_no_file_under_the_final_name(tmp_path):
                      'nothing was left under that name'):
     predict._write_atomically(target, write)  # pylint: disable=protected-access
   assert list(tmp_path.iterdir()) == []
+
+
+def test_streamed_outputs_through_the_predict_cli_and_a_foreign_output_refused(workdir,
+                                                                                tmp_path):
+  image = tmp_path / 'scan.png'
+  Image.fromarray((np.random.default_rng(0).random((64, 96, 3)) * 255).astype(np.uint8)).save(
+      image)
+  out = _predict(f'--workdir={workdir}', f'--input={image}', '--format=ome-zarr',
+                 '--values=labels+confidence', f'--output={tmp_path / "out"}', '--tile=32')
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert 'scan.ome.zarr (labels+confidence, 8x12 outputs of 1 channel(s))' in out.stdout
+  assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == [
+      'scan.ome.zarr', 'scan.ome.zarr.source.json', 'scan_confidence.ome.zarr']
+  theirs = tmp_path / 'theirs'
+  (theirs / 'scan.npy').parent.mkdir()
+  np.save(theirs / 'scan.npy', np.ones(4))
+  line = _one_error_line(_predict(f'--workdir={workdir}', f'--input={image}', '--tile=32',
+                                  '--values=labels', f'--output={theirs}'))
+  assert 'scan.npy already exists and was not written by fcn_jax.predict' in line
+  np.testing.assert_array_equal(np.load(theirs / 'scan.npy'), np.ones(4))

@@ -6,6 +6,8 @@
 * `tiling`: the algebra of exact tiling (`axis_tiling`, `plan`, `alignment`, `check_tile`);
 * `tiled`: `predict_tiled(model, image, tile)`, equal to `predict` from fixed-shape tiles;
 * `outofcore`: `open_image` and `predict_to_file` for images larger than memory;
+* `outputs`: what a streamed prediction writes (logits, probabilities, labels, confidence;
+  OME-Zarr pyramids) and the record that refuses another model's or image's output;
 * `blended`: `predict_blended(model, image, tile, overlap, weights)`, overlapping weighted
   windows for models exact tiling refuses (exact tiling where it applies);
 * `tta`: `predict_tta(model, image, views, scales, average)`, test-time augmentation;
@@ -27,6 +29,7 @@ from fcn_jax.inference.loading import load_trained
 from fcn_jax.inference.memory import plan as plan_memory
 from fcn_jax.inference.outofcore import open_image
 from fcn_jax.inference.outofcore import predict_to_file
+from fcn_jax.inference.outputs import VALUES
 from fcn_jax.inference.stitch import shift_and_stitch
 from fcn_jax.inference.tiled import compilations
 from fcn_jax.inference.tiled import predict_tiled

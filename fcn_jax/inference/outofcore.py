@@ -1,10 +1,12 @@
 """Images larger than memory: `open_image` maps a `.npy`, TIFF or `.zarr` array without
-loading it, and `predict_to_file` streams tiled prediction into a `.npy` or `.zarr` output,
-resumably (finished tiles are recorded; the final name appears only when complete).
+loading it, and `predict_to_file` streams tiled prediction into `.npy`, `.zarr` or OME-Zarr
+outputs (logits, probabilities, labels or labels with confidence: `outputs`), resumably
+(finished tiles are recorded; the final name appears only when complete).
 """
 
 import json
 import os
+import shutil
 
 import numpy as np
 from flax import nnx
@@ -12,6 +14,7 @@ from flax import nnx
 from fcn_jax import errors
 from fcn_jax import files
 from fcn_jax import geometry
+from fcn_jax.inference import outputs
 from fcn_jax.inference import tiled
 from fcn_jax.inference import tiling
 from fcn_jax.inference import whole
@@ -61,62 +64,137 @@ def open_image(path: str):
   return array
 
 
-def _create_output(path: str, shape, chunks):
-  """A writable float32 array on disk: `.npy` memory map or `.zarr` (chunked like the tiles)."""
+def _create(path: str, shape, dtype, chunks):
+  """A writable array on disk: a `.npy` memory map, or a `.zarr` array chunked like the tiles."""
   if path.endswith('.zarr'):
     import zarr  # pylint: disable=g-import-not-at-top
-    return zarr.create_array(store=path, shape=shape, chunks=chunks, dtype='float32',
+    return zarr.create_array(store=path, shape=shape, chunks=(*chunks, *shape[2:]), dtype=dtype,
                              overwrite=True)
-  return np.lib.format.open_memmap(path, mode='w+', dtype=np.float32, shape=shape)
+  return np.lib.format.open_memmap(path, mode='w+', dtype=dtype, shape=shape)
 
 
-def _open_output(path: str):
+def _open(path: str):
   if path.endswith('.zarr'):
     import zarr  # pylint: disable=g-import-not-at-top
     return zarr.open_array(path, mode='r+')
   return np.load(path, mmap_mode='r+')
 
 
-def predict_to_file(model: nnx.Module, image, output: str, tile: int = 256, batch: int = 8,
-                    progress: bool = True) -> str:
-  """Tiled prediction of a (possibly larger than memory) image into a `.npy` or `.zarr` output.
+FORMATS = {'.npy': 'npy', '.zarr': 'zarr', '.ome.zarr': 'ome-zarr'}
 
-  The output is written tile by tile into `<stem>.partial.<ext>` and renamed to
-  `output` when complete, so a file under the final name is always whole.
-  Finished tiles are recorded in `<output>.done.json` after each batch: running
-  again after an interruption computes only the missing tiles. Memory: one batch
-  of windows plus the pages of the arrays being touched.
+
+def output_format(output: str) -> str:
+  """'npy', 'zarr' or 'ome-zarr', from the output's name."""
+  for ext in ('.ome.zarr', '.zarr', '.npy'):
+    if output.endswith(ext):
+      return FORMATS[ext]
+  raise errors.InputError(f'output {output!r} must end in .npy, .zarr or .ome.zarr')
+
+
+def _planned(output: str, values: str, out_shape) -> dict[str, tuple]:
+  """`{partial path: (values kind, suffix, final path, shape, dtype)}` of the arrays streamed."""
+  fmt = output_format(output)
+  if fmt != 'ome-zarr':
+    stem, ext = output[:-len('.' + fmt)], '.' + fmt
+    return {f'{stem}{suffix}.partial{ext}': (values, suffix, f'{stem}{suffix}{ext}', *spec)
+            for suffix, spec in outputs.arrays(values, out_shape).items()}
+  # OME-Zarr: labels always (the layer a viewer overlays), and the float values asked for.
+  work = output + '.partial'
+  kinds = (['labels+confidence'] if values == 'labels+confidence' else
+           ['labels'] + ([values] if values in ('probabilities', 'logits') else []))
+  planned = {}
+  for kind in kinds:
+    for suffix, spec in outputs.arrays(kind, out_shape).items():
+      key = suffix.lstrip('_') or kind.split('+')[0]
+      planned[os.path.join(work, f'{key}.zarr')] = (kind, suffix, key, *spec)
+  return planned
+
+
+def predict_to_file(model: nnx.Module, image, output: str, tile: int = 256, batch: int = 8,
+                    progress: bool = True, values: str = 'logits', name: str = 'image') -> str:
+  """Tiled prediction of a (possibly larger than memory) image, streamed to disk.
+
+  `output` ends in `.npy` or `.zarr` (the `values`, see `fcn_jax.inference.outputs`;
+  `labels+confidence` adds `<stem>_confidence.<ext>`) or `.ome.zarr` (an NGFF store with
+  the image, `name`, and the labels as layers, plus `<stem>_<values>.ome.zarr` for float
+  values: `outputs.write_ome_zarr`). Each tile's outputs are reduced to the values as they
+  arrive, so memory is one batch of windows plus the touched pages of the arrays, whatever
+  the values.
+
+  Arrays are written tile by tile under `.partial` names and renamed when complete, so a
+  file under a final name is always whole. Finished tiles are recorded in
+  `<output>.done.json` after each batch with what the output is computed from
+  (`outputs.record`): running again after an interruption computes only the missing tiles;
+  running again on a complete output does nothing; an output or partial output of another
+  model, image or values is refused, never overwritten.
   """
   import tqdm  # pylint: disable=g-import-not-at-top
   output = output.rstrip('/')
-  stem, ext = os.path.splitext(output)
-  if ext not in ('.npy', '.zarr'):
-    raise errors.InputError(f'output {output!r} must end in .npy or .zarr')
-  partial, done_path = f'{stem}.partial{ext}', output + '.done.json'
-  shape = whole.output_shape(model, image.shape)
+  planned = _planned(output, values, whole.output_shape(model, image.shape))
+  wanted = outputs.record(model, image, values, tile)
+  if outputs.check_not_foreign(output, wanted):
+    return output
+  done_path = output + '.done.json'
   g = geometry.of(model)
   axes = [tiling.axis_tiling(g, n, a, tile) for a, n in enumerate(image.shape[:2])]
+  chunks = (axes[0].kept, axes[1].kept)
   done: set[tuple[int, int]] = set()
-  if os.path.exists(partial) and os.path.exists(done_path):
+  partial_there = [os.path.exists(p) for p in planned]
+  if all(partial_there) and os.path.exists(done_path):
     with open(done_path) as f:
-      done = {tuple(t) for t in json.load(f)}
-    out = _open_output(partial)
-    if tuple(out.shape) != shape:
-      raise errors.InputError(
-          f'{partial} has shape {out.shape}, not {shape}: delete it to start over')
+      found = json.load(f)
+    if not isinstance(found, dict) or found.get('record') != wanted:
+      raise errors.InputError(f'{done_path} records a partial output of another model, image, '
+                              'values or tile: delete it and the .partial arrays to start over, '
+                              'or choose another --output')
+    done = {tuple(t) for t in found['tiles']}
+    arrays = {p: _open(p) for p in planned}
   else:
-    out = _create_output(partial, shape, (axes[0].kept, axes[1].kept, shape[2]))
+    for p in planned:
+      outputs.remove(p)
+    if output_format(output) == 'ome-zarr':
+      os.makedirs(output + '.partial', exist_ok=True)
+    arrays = {p: _create(p, spec[3], spec[4], chunks) for p, spec in planned.items()}
   total = axes[0].count * axes[1].count
   with tqdm.tqdm(total=total, initial=len(done), unit='tile', disable=not progress) as bar:
     for chunk, keeps, pieces in tiled._tiles(model, image, tile, batch, skip=frozenset(done)):
       for keep, piece in zip(keeps, pieces):
-        out[keep[0], keep[1]] = piece
-      if isinstance(out, np.memmap):
-        out.flush()
+        reduced = {kind: outputs.reduce(piece, kind) for kind in {s[0] for s in planned.values()}}
+        for p, (kind, suffix, *_) in planned.items():
+          arrays[p][keep[0], keep[1]] = reduced[kind][suffix]
+      for array in arrays.values():
+        if isinstance(array, np.memmap):
+          array.flush()
       done.update(chunk)
-      files.write_json(done_path, sorted(done))
+      files.write_json(done_path, {'record': wanted, 'tiles': sorted(done)})
       bar.update(len(chunk))
-  del out
-  os.replace(partial, output)
+  del arrays
+  _finish(model, image, output, planned, name)
+  files.write_json(output + '.source.json', wanted)
   os.remove(done_path)
   return output
+
+
+def _finish(model, image, output: str, planned: dict, name: str) -> None:
+  """Moves the complete arrays to their final names (for OME-Zarr: writes the pyramids)."""
+  if output_format(output) != 'ome-zarr':
+    for p, (_, _, final, *_) in planned.items():
+      outputs.remove(final)
+      os.replace(p, final)
+    return
+  import zarr  # pylint: disable=g-import-not-at-top
+  arrays = {key: zarr.open_array(p, mode='r') for p, (_, _, key, *_) in planned.items()}
+  labels = arrays.pop('labels')
+  kind = next(iter(arrays), None)
+  stem = output[:-len('.ome.zarr')]
+  float_path = f'{stem}_{kind}.ome.zarr' if kind else None
+  g = geometry.of(model)
+  num_classes = whole.output_shape(model, image.shape)[2]
+  tmp = [output + '.tmp', float_path + '.tmp' if float_path else None]
+  outputs.write_ome_zarr(tmp[0], image, arrays, labels, g.field(image.shape[:2]), name,
+                         num_classes, tmp[1])
+  for t, final in zip(tmp, (output, float_path)):
+    if t:
+      outputs.remove(final)
+      os.replace(t, final)
+  shutil.rmtree(output + '.partial')
