@@ -20,7 +20,10 @@ and crops the output back, for nets whose output has the input's size. `--stitch
 shift-and-stitch (Long et al. §3.2; `fcn_jax.inference.stitch`). `--blend=gaussian
 --overlap=0.25` runs models that exact tiling refuses on overlapping weighted windows
 (`fcn_jax.inference.blended`). `--tta=d4` averages over flipped and rotated views
-(`--tta_scales=1,0.5` also over scales; `fcn_jax.inference.tta`).
+(`--tta_scales=1,0.5` also over scales; `fcn_jax.inference.tta`). `--workers=N` computes
+the tiles as Dask tasks on a LocalCluster of N processes, `--scheduler=ADDRESS` on a running
+dask.distributed cluster (`fcn_jax.inference.distributed`; resumable, a dead worker's tiles
+are re-run).
 """
 
 import glob
@@ -80,6 +83,12 @@ def define_flags() -> None:
                        'pixels (a divisor of the net\'s stride; 1 = every pixel), from '
                        '(stride / N)^2 shifted runs (fcn_jax.inference.shift_and_stitch); the '
                        'image is read into memory.')
+  flags.DEFINE_integer('workers', None, 'Compute the tiles on a dask.distributed LocalCluster '
+                       'of this many worker processes (fcn_jax.inference.distributed; '
+                       '--format=zarr or ome-zarr).')
+  flags.DEFINE_string('scheduler', None, 'Compute the tiles on the running dask.distributed '
+                      'cluster at this address (e.g. tcp://10.0.0.5:8786); its workers must see '
+                      '--input and --output at the same paths.')
   flags.DEFINE_string('export', None, 'Instead of predicting, write the model as a jax.export '
                       'artifact with symbolic sizes to this path (run it with '
                       'fcn_jax.inference.load_exported).')
@@ -150,6 +159,24 @@ def _as_logits(output: np.ndarray) -> np.ndarray:
   return np.log(p) - np.log1p(-p) if FLAGS.tta_average == 'sigmoid' else np.log(p)
 
 
+def _predict_on_cluster(model, path: str, target: str, name: str) -> None:
+  """`--workers=N` (a LocalCluster of N processes) or `--scheduler=ADDRESS`: the tiles as Dask
+  tasks (`fcn_jax.inference.distributed`)."""
+  from dask import distributed as dask_distributed  # pylint: disable=g-import-not-at-top
+  source = path if path.rstrip('/').endswith(('.npy', '.tif', '.tiff', '.zarr')) else (
+      read_image(path))
+  tile = FLAGS.tile or 512
+  if FLAGS.scheduler:
+    with dask_distributed.Client(FLAGS.scheduler) as client:
+      inference.predict_to_zarr(model, source, target, tile, FLAGS.values, client, name)
+    return
+  threads = max(1, (os.cpu_count() or 1) // FLAGS.workers)
+  with dask_distributed.LocalCluster(n_workers=FLAGS.workers, threads_per_worker=threads,
+                                     processes=True, dashboard_address=None) as cluster, \
+       dask_distributed.Client(cluster) as client:
+    inference.predict_to_zarr(model, source, target, tile, FLAGS.values, client, name)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -173,6 +200,12 @@ def main(argv):
       name = os.path.splitext(os.path.basename(path.rstrip('/')))[0]
       target = os.path.join(output, f'{name}.npy')
       t0 = time.time()
+      if FLAGS.workers or FLAGS.scheduler:
+        target = os.path.join(output, f'{name}.{FLAGS.format.replace("-", ".")}')
+        _predict_on_cluster(model, path, target, name)
+        print(f'{path} -> {target} ({FLAGS.values}) in {time.time() - t0:.2f}s on '
+              f'{FLAGS.scheduler or f"{FLAGS.workers} local worker process(es)"}')
+        continue
       streamed = FLAGS.format != 'npy' or FLAGS.values != 'logits'
       if (not (FLAGS.stitch or FLAGS.blend or FLAGS.tta or FLAGS.memory or FLAGS.pad) and
           ((FLAGS.tile and path.rstrip('/').endswith(('.npy', '.tif', '.tiff', '.zarr'))) or

@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+import zarr
 from flax import nnx
 from PIL import Image
 
@@ -146,6 +147,13 @@ def test_streamed_outputs_through_the_predict_cli_and_a_foreign_output_refused(w
   assert 'scan.ome.zarr (labels+confidence, 8x12 outputs of 1 channel(s))' in out.stdout
   assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == [
       'scan.ome.zarr', 'scan.ome.zarr.source.json', 'scan_confidence.ome.zarr']
+  out = _predict(f'--workdir={workdir}', f'--input={image}', '--format=zarr', '--workers=2',
+                 '--values=labels', f'--output={tmp_path / "cluster"}', '--tile=32')
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert 'on 2 local worker process(es)' in out.stdout
+  labels = zarr.open_array(str(tmp_path / 'cluster' / 'scan.zarr'), mode='r')[:]
+  np.testing.assert_array_equal(labels, zarr.open_group(str(
+      tmp_path / 'out' / 'scan.ome.zarr'), mode='r')['labels/prediction/s0'][:])
   theirs = tmp_path / 'theirs'
   (theirs / 'scan.npy').parent.mkdir()
   np.save(theirs / 'scan.npy', np.ones(4))

@@ -207,7 +207,8 @@ def test_out_of_core_from_a_memmap_resumes_after_interruption(tmp_path, monkeypa
   total = np.prod([inference.axis_tiling(g, n, a, 64).count for a, n in enumerate((300, 410))])
   assert len(calls) == int(np.ceil((total - 8) / 4))  # the 8 finished tiles are not redone
   np.testing.assert_allclose(np.load(output), whole, rtol=1e-5, atol=1e-6)
-  assert sorted(p.name for p in tmp_path.iterdir()) == ['big.npy', 'out.npy']
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['big.npy', 'out.npy',
+                                                       'out.npy.source.json']
 
 
 @hypothesis.settings(max_examples=40, deadline=None)
@@ -260,7 +261,8 @@ def test_out_of_core_zarr_in_and_out(tmp_path):
   out = inference.predict_to_file(model, inference.open_image(str(tmp_path / 'in.zarr')),
                                   str(tmp_path / 'out.zarr'), tile=32, batch=4, progress=False)
   np.testing.assert_allclose(zarr.open_array(out)[:], whole, rtol=1e-5, atol=1e-6)
-  assert sorted(p.name for p in tmp_path.iterdir()) == ['in.zarr', 'out.zarr']
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['in.zarr', 'out.zarr',
+                                                       'out.zarr.source.json']
 
 
 def test_tiling_leaves_no_state_on_the_model_and_compiles_once():

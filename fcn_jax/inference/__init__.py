@@ -14,6 +14,8 @@
 * `border`: `border_map(model, size)`, the fraction of each output's field outside the image;
 * `memory`: `plan(model, image_shape, budget)`, the tile and batch that fit a memory budget;
 * `stitch`: `shift_and_stitch(model, image, stride)`, a dense output from a strided net;
+* `distributed`: `dask_prediction(model, source, tile)`, the tiled prediction as a Dask
+  graph, and `predict_to_zarr(..., client)` on a dask.distributed cluster, resumably;
 * `export`: `export(model)` / `load_exported(data)`, a `jax.export` artifact of any size.
 
 The names below are the public interface (`from fcn_jax import inference`).
@@ -21,6 +23,8 @@ The names below are the public interface (`from fcn_jax import inference`).
 
 from fcn_jax.inference.blended import predict_blended
 from fcn_jax.inference.border import border_map
+from fcn_jax.inference.distributed import predict_to_zarr
+from fcn_jax.inference.distributed import prediction as dask_prediction
 from fcn_jax.inference.export import export
 from fcn_jax.inference.export import load_exported
 from fcn_jax.inference.export import size_lattice

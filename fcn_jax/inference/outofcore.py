@@ -139,14 +139,14 @@ def predict_to_file(model: nnx.Module, image, output: str, tile: int = 256, batc
   axes = [tiling.axis_tiling(g, n, a, tile) for a, n in enumerate(image.shape[:2])]
   chunks = (axes[0].kept, axes[1].kept)
   done: set[tuple[int, int]] = set()
-  partial_there = [os.path.exists(p) for p in planned]
-  if all(partial_there) and os.path.exists(done_path):
+  if os.path.exists(done_path):
     with open(done_path) as f:
       found = json.load(f)
     if not isinstance(found, dict) or found.get('record') != wanted:
       raise errors.InputError(f'{done_path} records a partial output of another model, image, '
                               'values or tile: delete it and the .partial arrays to start over, '
                               'or choose another --output')
+  if os.path.exists(done_path) and all(os.path.exists(p) for p in planned):
     done = {tuple(t) for t in found['tiles']}
     arrays = {p: _open(p) for p in planned}
   else:

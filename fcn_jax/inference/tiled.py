@@ -62,8 +62,10 @@ def compilations() -> int:
   return _TRACES['tiled']
 
 
-def _tiles(model: nnx.Module, image, tile: int | tuple[int, int], batch: int, skip=frozenset()):
-  """Yields `(tile_indices, keep_slices, logits)` per batch of tiles not in `skip`.
+def _tiles(model: nnx.Module, image, tile: int | tuple[int, int], batch: int, skip=frozenset(),
+           only=None):
+  """Yields `(tile_indices, keep_slices, logits)` per batch of tiles not in `skip` (of the
+  tiles in `only`, a list of `(row, col)` tile indices, when given).
 
   `image` is any `(H, W, C)` array-like (a NumPy array or a memory map); uint8
   pixels are scaled to [0, 1]. `tile` is a square tile's side or `(rows, cols)`.
@@ -77,7 +79,8 @@ def _tiles(model: nnx.Module, image, tile: int | tuple[int, int], batch: int, sk
           enumerate(zip((h, w), tile if isinstance(tile, tuple) else (tile, tile)))]
   keys = tiling.layer_keys(g.node)
   wrap = tiling.wraps(g, (h, w))
-  tiles = [(i, j) for i in range(axes[0].count) for j in range(axes[1].count)
+  tiles = [(i, j) for i, j in only or
+           ((i, j) for i in range(axes[0].count) for j in range(axes[1].count))
            if (i, j) not in skip]
   scale = 1 / 255 if image.dtype == np.uint8 else None
   # The geometry names its layers by object (`key`); the jitted pass finds them by NNX path.

@@ -1,0 +1,180 @@
+r"""Many processes on one image, and the memory of streamed outputs.
+
+  python -m benchmarks.distributed      # about five minutes on 2 cores
+
+1. Speed: patch_net (random weights) on a 4096×4096 uint8 `.npy` scan, exact tiles of 512,
+   written to `.zarr` logits: `inference.predict_to_file` in one process against
+   `inference.predict_to_zarr` (2 × 2 tiles per Dask task) on Dask's local threads, on a
+   `LocalCluster` of 1 process × all cores and of 2 processes × half the cores each. Each
+   row is timed after a warm-up run on the same cluster (compilation excluded); the
+   cluster's start is reported apart. Median of 3.
+2. Peak memory (the resident set's high-water mark `VmHWM`, reset through
+   `/proc/self/clear_refs` after loading JAX, the model and the map, minus the resident set
+   then; each in a fresh process): a 3-class encoder-decoder (output the image's size) on
+   2048² and 4096² scans, whole-image logits held in memory (`predict_tiled` + `np.save`)
+   against the streamed outputs of `predict_to_file`.
+
+Rewrites the "Many processes on one image" section of benchmarks/README.md.
+"""
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+from absl import app
+from absl import flags
+from flax import nnx
+
+from benchmarks import report
+from benchmarks import speed
+from fcn_jax import inference
+from fcn_jax import models
+
+SECTION = '## Many processes on one image'
+SIZE, TILE = 4096, 512
+FLAGS = flags.FLAGS
+
+
+def _timed(run, repeats=3) -> float:
+  run()  # warm-up: compilation (per process)
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def _fresh(path: str) -> str:
+  for p in (path, path + '.source.json'):
+    if os.path.isdir(p):
+      shutil.rmtree(p)
+    elif os.path.exists(p):
+      os.remove(p)
+  return path
+
+
+def speed_rows(folder: str) -> list[tuple[str, float, float | None]]:
+  from dask import distributed as dask_distributed  # pylint: disable=g-import-not-at-top
+  model = models.get_model(dict(name='patch_net'), rngs=nnx.Rngs(0))
+  scan = os.path.join(folder, 'scan.npy')
+  np.save(scan, (np.random.default_rng(0).random((SIZE, SIZE, 3)) * 255).astype(np.uint8))
+  out = os.path.join(folder, 'out.zarr')
+  source = inference.open_image(scan)
+  rows = [('one process: predict_to_file', _timed(lambda: inference.predict_to_file(
+      model, source, _fresh(out), TILE, 8, progress=False)), None),
+          ('Dask local threads: predict_to_zarr', _timed(lambda: inference.predict_to_zarr(
+              model, scan, _fresh(out), TILE)), None)]
+  cores = os.cpu_count() or 1
+  for workers in (1, 2):
+    t0 = time.perf_counter()
+    with dask_distributed.LocalCluster(n_workers=workers, threads_per_worker=max(1, cores //
+                                                                               workers),
+                                       processes=True, dashboard_address=None) as cluster, \
+         dask_distributed.Client(cluster) as client:
+      client.wait_for_workers(workers)
+      start = time.perf_counter() - t0
+      seconds = _timed(lambda: inference.predict_to_zarr(model, scan, _fresh(out), TILE,
+                                                         client=client))
+    rows.append((f'LocalCluster {workers} process(es) × {max(1, cores // workers)} thread(s)',
+                 seconds, start))
+    print(rows[-1], flush=True)
+  return rows
+
+
+def _child(kind: str, scan: str) -> None:
+  """One peak-memory measurement (prints `baseline_kb peak_kb`)."""
+  model = models.get_model(dict(name='encoder_decoder', out_channels=3), rngs=nnx.Rngs(0))
+  source = inference.open_image(scan)
+  inference.predict(model, np.zeros((64, 64, 3), np.float32))  # JAX and XLA loaded
+  # The high-water mark from here on: ru_maxrss would carry the parent's across fork and exec.
+  with open('/proc/self/clear_refs', 'w') as f:
+    f.write('5')
+  baseline = _status_kb('VmRSS')
+  out = os.path.join(os.path.dirname(scan), kind.replace('+', '_'))
+  if kind == 'in-memory logits':
+    np.save(out + '.npy', inference.predict_tiled(model, source, TILE, 4))
+  else:
+    values, ext = kind.split(' ')
+    inference.predict_to_file(model, source, out + ext, TILE, 4, progress=False, values=values)
+  print(baseline, _status_kb('VmHWM'))
+
+
+def _status_kb(field: str) -> int:
+  with open('/proc/self/status') as f:
+    return next(int(line.split()[1]) for line in f if line.startswith(field + ':'))
+
+
+MEMORY_KINDS = ('in-memory logits', 'logits .zarr', 'labels .zarr', 'labels+confidence .npy',
+                'probabilities .ome.zarr', 'labels .ome.zarr')
+
+
+MEMORY_SIZES = (2048, 4096)
+
+
+def memory_rows(folder: str) -> list[tuple[str, list[float]]]:
+  """Per output kind, the peak growth in MiB at each of `MEMORY_SIZES`."""
+  scans = []
+  for size in MEMORY_SIZES:
+    scans.append(os.path.join(folder, f'mem{size}.npy'))
+    np.save(scans[-1], (np.random.default_rng(1).random((size, size, 3)) * 255).astype(np.uint8))
+  rows = []
+  for kind in MEMORY_KINDS:
+    growth = []
+    for scan in scans:
+      result = subprocess.run([sys.executable, '-m', 'benchmarks.distributed',
+                               f'--child={kind}', f'--scan={scan}'], capture_output=True,
+                              text=True, check=True)
+      baseline, peak = map(int, result.stdout.split()[-2:])
+      growth.append((peak - baseline) / 1024)
+    rows.append((kind, growth))
+    print(rows[-1], flush=True)
+  return rows
+
+
+def main(argv):
+  del argv
+  if FLAGS.child:
+    return _child(FLAGS.child, FLAGS.scan)
+  with tempfile.TemporaryDirectory() as folder:
+    fast = speed_rows(folder)
+    memory = memory_rows(folder)
+  one = fast[0][1]
+  lines = [SECTION, '',
+           f'`python -m benchmarks.distributed` on {speed.cpu_name()}, jax {jax.__version__}.', '',
+           f'**Speed**: patch_net (random weights) on a {SIZE}×{SIZE} uint8 `.npy` scan, exact '
+           f'tiles of {TILE}, float32 logits to `.zarr`; median of 3 after a warm-up run on the '
+           'same cluster. Every output equals the single-process one (tested in '
+           '`tests/test_distributed.py`).', '',
+           '| how | seconds | Mpixel/s | speed-up vs one process | cluster start s |',
+           '|---|---:|---:|---:|---:|']
+  for name, seconds, start in fast:
+    lines.append(f'| {name} | {seconds:.2f} | {SIZE * SIZE / seconds / 1e6:.1f} | '
+                 f'{one / seconds:.2f}× | {"" if start is None else f"{start:.1f}"} |')
+  sizes = ' and '.join(f'{n}×{n}' for n in MEMORY_SIZES)
+  logits = ' and '.join(f'{n * n * 3 * 4 / 2 ** 20:.0f}' for n in MEMORY_SIZES)
+  lines += ['', f'**Peak memory of streamed outputs**: a 3-class encoder-decoder (random weights, '
+            f'output of the image\'s size: {logits} MiB of float32 logits) on uint8 scans of '
+            f'{sizes} (memory-mapped), tiles of {TILE}, batch 4; each in a fresh process: the '
+            'growth of the resident set\'s high-water mark over the resident set after loading '
+            'JAX, the model and the map (`VmHWM` reset through `/proc/self/clear_refs`). A '
+            'streamed output\'s growth is one batch of tiles through XLA and does not grow with '
+            'the image (`.npy` outputs add the pages of their memory maps; OME-Zarr adds Dask\'s '
+            'pyramid chunks); the in-memory logits grow with it.', '',
+            '| output | ' + ' | '.join(f'peak growth at {n}² MiB' for n in MEMORY_SIZES) + ' |',
+            '|---|' + '---:|' * len(MEMORY_SIZES)]
+  for kind, growth in memory:
+    lines.append(f'| {kind} | ' + ' | '.join(f'{g:.0f}' for g in growth) + ' |')
+  report.write_section('\n'.join(lines) + '\n')
+
+
+if __name__ == '__main__':
+  flags.DEFINE_string('child', None, 'Internal: one memory measurement in this process.')
+  flags.DEFINE_string('scan', None, 'Internal: the scan of the memory measurement.')
+  app.run(main)
