@@ -97,7 +97,8 @@ def _child(kind: str, scan: str) -> None:
   with open('/proc/self/clear_refs', 'w') as f:
     f.write('5')
   baseline = _status_kb('VmRSS')
-  out = os.path.join(os.path.dirname(scan), kind.replace('+', '_'))
+  stem = os.path.splitext(os.path.basename(scan))[0]
+  out = os.path.join(os.path.dirname(scan), f'{stem}_{kind.split(" ")[0].replace("+", "_")}')
   if kind == 'in-memory logits':
     np.save(out + '.npy', inference.predict_tiled(model, source, TILE, 4))
   else:
@@ -130,7 +131,9 @@ def memory_rows(folder: str) -> list[tuple[str, list[float]]]:
     for scan in scans:
       result = subprocess.run([sys.executable, '-m', 'benchmarks.distributed',
                                f'--child={kind}', f'--scan={scan}'], capture_output=True,
-                              text=True, check=True)
+                              text=True, check=False)
+      if result.returncode:
+        raise RuntimeError(f'{kind} on {scan} failed: {result.stderr[-2000:]}')
       baseline, peak = map(int, result.stdout.split()[-2:])
       growth.append((peak - baseline) / 1024)
     rows.append((kind, growth))
