@@ -71,7 +71,8 @@ def define_flags() -> None:
                     'average logits, or probabilities (then written instead of logits).')
   flags.DEFINE_string('memory', None, 'A memory budget (e.g. 2GB) for tiled prediction: picks '
                       '--tile and --batch so that the estimated peak stays under it, and says '
-                      'what it chose (fcn_jax.inference.plan_memory; in-memory images).')
+                      'what it chose (fcn_jax.inference.plan_memory); .npy/.tif/.zarr inputs '
+                      'are then streamed from disk.')
   flags.DEFINE_bool('border_map', False, 'Also write <name>_border.npy: per output, the '
                     'fraction of its receptive field outside the image '
                     '(fcn_jax.inference.border_map).')
@@ -81,8 +82,8 @@ def define_flags() -> None:
                     'output has the input\'s size; in-memory inputs).')
   flags.DEFINE_integer('stitch', None, 'Shift-and-stitch: one output every this many input '
                        'pixels (a divisor of the net\'s stride; 1 = every pixel), from '
-                       '(stride / N)^2 shifted runs (fcn_jax.inference.shift_and_stitch); the '
-                       'image is read into memory.')
+                       '(stride / N)^2 shifted runs (fcn_jax.inference.shift_and_stitch); with '
+                       '--tile, .npy/.tif/.zarr inputs are streamed from disk to a .npy output.')
   flags.DEFINE_integer('workers', None, 'Compute the tiles on a dask.distributed LocalCluster '
                        'of this many worker processes (fcn_jax.inference.distributed; '
                        '--format=zarr or ome-zarr).')
@@ -206,16 +207,27 @@ def main(argv):
         print(f'{path} -> {target} ({FLAGS.values}) in {time.time() - t0:.2f}s on '
               f'{FLAGS.scheduler or f"{FLAGS.workers} local worker process(es)"}')
         continue
+      tile, batch = FLAGS.tile, FLAGS.batch
+      array_file = path.rstrip('/').endswith(('.npy', '.tif', '.tiff', '.zarr'))
+      if FLAGS.stitch and tile and array_file:  # dense output streamed to disk
+        inference.shift_and_stitch(model, inference.open_image(path), FLAGS.stitch, tile=tile,
+                                   batch=batch, output=target)
+        print(f'{path} -> {target} (shift-and-stitch, one output every {FLAGS.stitch} pixels) '
+              f'in {time.time() - t0:.2f}s')
+        continue
       streamed = FLAGS.format != 'npy' or FLAGS.values != 'logits'
-      if (not (FLAGS.stitch or FLAGS.blend or FLAGS.tta or FLAGS.memory or FLAGS.pad) and
-          ((FLAGS.tile and path.rstrip('/').endswith(('.npy', '.tif', '.tiff', '.zarr'))) or
-           streamed)):
+      if (not (FLAGS.stitch or FLAGS.blend or FLAGS.tta or FLAGS.pad) and
+          (((tile or FLAGS.memory) and array_file) or streamed)):
         # Out of core (array files are read tile by tile) and streamed outputs: written tile
         # by tile, resumable.
-        source = (inference.open_image(path) if path.rstrip('/').endswith(
-            ('.npy', '.tif', '.tiff', '.zarr')) else read_image(path))
+        source = inference.open_image(path) if array_file else read_image(path)
+        if FLAGS.memory:
+          chosen = inference.plan_memory(model, source.shape, FLAGS.memory, streamed=array_file,
+                                         image_itemsize=np.dtype(source.dtype).itemsize)
+          print(f'{path}: memory plan: {chosen}')
+          tile, batch = chosen.tile, chosen.batch
         target = os.path.join(output, f'{name}.{FLAGS.format.replace("-", ".")}')
-        inference.predict_to_file(model, source, target, FLAGS.tile or 512, FLAGS.batch,
+        inference.predict_to_file(model, source, target, tile or 512, batch,
                                   values=FLAGS.values, name=name)
         out_h, out_w, out_c = inference.output_shape(model, source.shape)
         print(f'{path}: input {"x".join(map(str, source.shape))} -> {target} ({FLAGS.values}, '
@@ -229,21 +241,21 @@ def main(argv):
         overlay = out_h * out_w * 3 * 8 + image.shape[0] * image.shape[1] * 3  # colours, picture
         chosen = inference.plan_memory(model, image.shape, FLAGS.memory, overlay)
         print(f'{path}: memory plan: {chosen}')
-        FLAGS.tile, FLAGS.batch = chosen.tile, chosen.batch
+        tile, batch = chosen.tile, chosen.batch
       if FLAGS.pad:
         image, _ = inference.pad_to_accepted(model, image)
       if FLAGS.tta:
         logits = inference.predict_tta(model, image, FLAGS.tta,
                                        [float(r) for r in FLAGS.tta_scales], FLAGS.tta_average,
-                                       FLAGS.tile, FLAGS.batch)
+                                       tile, batch)
       elif FLAGS.blend:
-        logits = inference.predict_blended(model, image, FLAGS.tile or 256, FLAGS.overlap,
-                                           FLAGS.blend, FLAGS.batch)
+        logits = inference.predict_blended(model, image, tile or 256, FLAGS.overlap,
+                                           FLAGS.blend, batch)
       elif FLAGS.stitch:
-        logits = inference.shift_and_stitch(model, image, FLAGS.stitch, tile=FLAGS.tile,
-                                            batch=FLAGS.batch)
-      elif FLAGS.tile:
-        logits = inference.predict_tiled(model, image, FLAGS.tile, FLAGS.batch)
+        logits = inference.shift_and_stitch(model, image, FLAGS.stitch, tile=tile,
+                                            batch=batch)
+      elif tile:
+        logits = inference.predict_tiled(model, image, tile, batch)
       else:
         logits = inference.predict(model, image)
       if FLAGS.pad:

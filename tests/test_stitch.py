@@ -58,3 +58,29 @@ def test_bad_strides_and_dense_nets_are_refused_in_one_line():
   valid = _model(padding='valid')
   with pytest.raises(errors.InputError, match='too small for shift-and-stitch'):
     inference.shift_and_stitch(valid, np.zeros((20, 20, 3), np.float32), 1)  # needs 15 + 7
+
+
+@pytest.mark.parametrize('stride', [1, 4])
+def test_out_of_core_stitching_from_a_memory_map_equals_stitching_in_memory(tmp_path, stride):
+  model = _model()
+  image = (np.random.default_rng(stride).random((150, 203, 3)) * 255).astype(np.uint8)
+  np.save(tmp_path / 'scan.npy', image)
+  source = inference.open_image(str(tmp_path / 'scan.npy'))
+  assert isinstance(source, np.memmap)
+  out = inference.shift_and_stitch(model, source, stride, tile=32, batch=3,
+                                   output=str(tmp_path / 'dense.npy'))
+  in_memory = inference.shift_and_stitch(model, image.astype(np.float32) / 255, stride)
+  np.testing.assert_allclose(np.load(out), in_memory, rtol=1e-5, atol=1e-6)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['dense.npy', 'scan.npy']
+
+
+def test_out_of_core_stitching_reads_a_zarr_image_lazily(tmp_path):
+  import zarr  # pylint: disable=g-import-not-at-top
+  model = _model()
+  image = (np.random.default_rng(0).random((90, 100, 3)) * 255).astype(np.uint8)
+  zarr.create_array(store=str(tmp_path / 'scan.zarr'), shape=image.shape, chunks=(32, 32, 3),
+                    dtype='uint8')[:] = image
+  out = inference.shift_and_stitch(model, inference.open_image(str(tmp_path / 'scan.zarr')), 2,
+                                   tile=32, output=str(tmp_path / 'dense.npy'))
+  np.testing.assert_allclose(np.load(out), inference.shift_and_stitch(
+      model, image.astype(np.float32) / 255, 2), rtol=1e-5, atol=1e-6)

@@ -6,7 +6,9 @@ call (fewest calls, least halo recomputed), and says what it chose. The estimate
 
   the process's resident memory after planning (Python, JAX, the model, the image if
     loaded, and what compiling the candidates left behind)
-  + the output array (`H' x W' x C'` float32, held whole by `predict_tiled`)
+  + the output array (`H' x W' x C'` float32, held whole by `predict_tiled`), or for a
+    streamed run (`predict_to_file` from a memory-mapped image) the row bands of input and
+    output resident between releases (`tiled.release_rows`)
   + XLA's need for one call (arguments, outputs and temporaries of the compiled tile
     function, from its memory analysis at one tile per call, times the batch)
   + two host copies of one batch of windows and of their logits
@@ -64,22 +66,33 @@ class Plan:
             f'{self.estimate / 2 ** 20:,.0f} MB of the {self.budget / 2 ** 20:,.0f} MB budget')
 
 
-def _host_bytes(model: nnx.Module, image_shape, axes, batch: int) -> int:
-  """The output array and two host copies of one batch of windows and of their logits."""
+def _host_bytes(model: nnx.Module, image_shape, axes, batch: int, streamed: bool,
+                image_itemsize: int) -> int:
+  """The output held (whole, or for a streamed run the row bands of the memory-mapped input
+  and output that are resident between releases) and two host copies of one batch of
+  windows and of their logits."""
   out_h, out_w, out_c = whole.output_shape(model, image_shape)
   out_c = out_c or 1
+  if streamed:
+    held = ((axes[0].size + axes[0].step) * image_shape[1] * image_shape[2] * image_itemsize +
+            2 * axes[0].kept * out_w * out_c * 4)
+  else:
+    held = out_h * out_w * out_c * 4
   windows = batch * axes[0].size * axes[1].size * image_shape[2] * 4
   logits = batch * axes[0].size * axes[1].size * out_c * 4  # at most one output per pixel
-  return out_h * out_w * out_c * 4 + 2 * (windows + logits)
+  return held + 2 * (windows + logits)
 
 
-def plan(model: nnx.Module, image_shape, budget: int | str, extra_bytes: int = 0) -> Plan:
+def plan(model: nnx.Module, image_shape, budget: int | str, extra_bytes: int = 0,
+         streamed: bool = False, image_itemsize: int = 4) -> Plan:
   """The tile and batch with the most pixels per call whose estimate fits `budget`.
 
   XLA's need is measured for one tile per call (one compilation per tile side) and scaled
   by the batch; the process's resident memory is read after those compilations, so what
   compiling leaves behind is counted. `extra_bytes`: what the caller needs besides (the CLI:
-  its overlay picture).
+  its overlay picture). `streamed`: the run reads a memory-mapped image and writes its output
+  tile by tile (`predict_to_file`), so only row bands of them are resident, not the output
+  whole; `image_itemsize` is the bytes per pixel channel of that image (1 for uint8).
   """
   budget = parse_bytes(budget) if isinstance(budget, str) else int(budget)
   g = geometry.of(model)
@@ -104,7 +117,7 @@ def plan(model: nnx.Module, image_shape, budget: int | str, extra_bytes: int = 0
       if batch > count and batch > 1:
         continue  # a batch larger than the image's tiles only pads
       need = (baseline + extra_bytes + batch * device +
-              _host_bytes(model, image_shape, axes, batch))
+              _host_bytes(model, image_shape, axes, batch, streamed, image_itemsize))
       need = int(need * (1 + MARGIN_FRACTION) + MARGIN_BYTES)
       smallest = need if smallest is None else min(smallest, need)
       if need <= budget:

@@ -165,6 +165,7 @@ def predict_to_file(model: nnx.Module, image, output: str, tile: int = 256, batc
       for array in arrays.values():
         if isinstance(array, np.memmap):
           array.flush()
+          tiled.release_rows(array, min(keep[0].start for keep in keeps))  # written
       done.update(chunk)
       files.write_json(done_path, {'record': wanted, 'tiles': sorted(done)})
       bar.update(len(chunk))

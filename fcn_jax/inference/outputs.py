@@ -82,7 +82,7 @@ def record(model: nnx.Module, image, values: str, tile: int) -> dict:
     h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
   rows = hashlib.sha256()
   for r in sorted({int(i) for i in np.linspace(0, image.shape[0] - 1, 16)}):
-    rows.update(np.ascontiguousarray(np.asarray(image[r:r + 1])).tobytes())
+    rows.update(np.ascontiguousarray(np.asarray(image[r:r + 1, :])).tobytes())
   return {'model': h.hexdigest()[:16],
           'image': {'shape': list(image.shape), 'dtype': str(np.dtype(image.dtype)),
                     'rows_sha256': rows.hexdigest()[:16]},

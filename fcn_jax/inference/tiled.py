@@ -57,6 +57,22 @@ def _window_reads(start: int, size: int, n: int, wrap: bool) -> list[tuple[slice
   return reads
 
 
+def release_rows(array, rows: int) -> None:
+  """Drops the pages holding rows `[0, rows)` of a memory-mapped array from this process's
+  resident set (the file keeps them: they are read again if asked for). A streamed run reads
+  and writes each row band once; without this, every page it touched would stay resident
+  and a gigapixel image would count whole in the process's memory. No-op for other arrays."""
+  import mmap  # pylint: disable=g-import-not-at-top
+  mapped = getattr(array, '_mmap', None)
+  if mapped is None or rows <= 0 or array.strides[0] <= 0:
+    return
+  base = np.frombuffer(mapped, np.uint8).ctypes.data
+  end = array.__array_interface__['data'][0] + min(rows, array.shape[0]) * array.strides[0]
+  end = (end - base) // mmap.PAGESIZE * mmap.PAGESIZE
+  if end > 0:
+    mapped.madvise(mmap.MADV_DONTNEED, 0, end)
+
+
 def compilations() -> int:
   """How many times the tiled forward pass has been compiled in this process."""
   return _TRACES['tiled']
@@ -89,6 +105,7 @@ def _tiles(model: nnx.Module, image, tile: int | tuple[int, int], batch: int, sk
   graphdef, state = nnx.split(model)
   for first in range(0, len(tiles), batch):
     chunk = tiles[first:first + batch]
+    release_rows(image, chunk[0][0] * axes[0].step - axes[0].halo)  # no later tile reads them
     windows = np.zeros((batch, axes[0].size, axes[1].size, image.shape[2]), np.float32)
     extents = np.zeros((batch, len(keys), 4), np.int32)
     origins = []
