@@ -1,9 +1,9 @@
 r"""Many processes on one image, and the memory of streamed outputs.
 
-  python -m benchmarks.distributed      # about five minutes on 2 cores
+  python -m benchmarks.distributed      # about eight minutes on 2 cores
 
-1. Speed: patch_net (random weights) on a 4096×4096 uint8 `.npy` scan, exact tiles of 512,
-   written to `.zarr` logits: `inference.predict_to_file` in one process against
+1. Speed: patch_net on a 4096×4096 and a U-Net on a 2048×2048 uint8 `.npy` scan (random
+   weights), exact tiles of 512, written to `.zarr` logits: `inference.predict_to_file` in one process against
    `inference.predict_to_zarr` (2 × 2 tiles per Dask task) on Dask's local threads, on a
    `LocalCluster` of 1 process × all cores and of 2 processes × half the cores each. Each
    row is timed after a warm-up run on the same cluster (compilation excluded); the
@@ -37,7 +37,7 @@ from fcn_jax import inference
 from fcn_jax import models
 
 SECTION = '## Many processes on one image'
-SIZE, TILE = 4096, 512
+TILE = 512
 FLAGS = flags.FLAGS
 
 
@@ -60,31 +60,42 @@ def _fresh(path: str) -> str:
   return path
 
 
-def speed_rows(folder: str) -> list[tuple[str, float, float | None]]:
+SPEED_MODELS = (('patch_net', dict(name='patch_net'), 4096, 3),
+                ('U-Net (depth 4, width 16, same)', dict(name='unet', in_channels=3, depth=4,
+                                                         width=16, padding='same'), 2048, 3))
+
+
+def speed_rows(folder: str) -> list[tuple[str, str, int, float, float | None]]:
+  """(model, how, image side, seconds, cluster start seconds) per model and way of running."""
   from dask import distributed as dask_distributed  # pylint: disable=g-import-not-at-top
-  model = models.get_model(dict(name='patch_net'), rngs=nnx.Rngs(0))
-  scan = os.path.join(folder, 'scan.npy')
-  np.save(scan, (np.random.default_rng(0).random((SIZE, SIZE, 3)) * 255).astype(np.uint8))
-  out = os.path.join(folder, 'out.zarr')
-  source = inference.open_image(scan)
-  rows = [('one process: predict_to_file', _timed(lambda: inference.predict_to_file(
-      model, source, _fresh(out), TILE, 8, progress=False)), None),
-          ('Dask local threads: predict_to_zarr', _timed(lambda: inference.predict_to_zarr(
-              model, scan, _fresh(out), TILE)), None)]
   cores = os.cpu_count() or 1
-  for workers in (1, 2):
-    t0 = time.perf_counter()
-    with dask_distributed.LocalCluster(n_workers=workers, threads_per_worker=max(1, cores //
-                                                                               workers),
-                                       processes=True, dashboard_address=None) as cluster, \
-         dask_distributed.Client(cluster) as client:
-      client.wait_for_workers(workers)
-      start = time.perf_counter() - t0
-      seconds = _timed(lambda: inference.predict_to_zarr(model, scan, _fresh(out), TILE,
-                                                         client=client))
-    rows.append((f'LocalCluster {workers} process(es) × {max(1, cores // workers)} thread(s)',
-                 seconds, start))
-    print(rows[-1], flush=True)
+  rows = []
+  for label, spec, side, channels in SPEED_MODELS:
+    model = models.get_model(spec, rngs=nnx.Rngs(0))
+    model.eval()
+    scan = os.path.join(folder, f'scan{side}.npy')
+    np.save(scan, (np.random.default_rng(0).random((side, side, channels)) * 255).astype(
+        np.uint8))
+    out = os.path.join(folder, 'out.zarr')
+    source = inference.open_image(scan)
+    rows.append((label, 'one process: predict_to_file', side, _timed(
+        lambda: inference.predict_to_file(model, source, _fresh(out), TILE, 4, progress=False)),
+                 None))
+    rows.append((label, 'Dask local threads: predict_to_zarr', side, _timed(
+        lambda: inference.predict_to_zarr(model, scan, _fresh(out), TILE)), None))
+    for workers in (1, 2):
+      t0 = time.perf_counter()
+      threads = max(1, cores // workers)
+      with dask_distributed.LocalCluster(n_workers=workers, threads_per_worker=threads,
+                                         processes=True, dashboard_address=None) as cluster, \
+           dask_distributed.Client(cluster) as client:
+        client.wait_for_workers(workers)
+        start = time.perf_counter() - t0
+        seconds = _timed(lambda: inference.predict_to_zarr(model, scan, _fresh(out), TILE,
+                                                           client=client))
+      rows.append((label, f'LocalCluster {workers} process(es) × {threads} thread(s)', side,
+                   seconds, start))
+      print(rows[-1], flush=True)
   return rows
 
 
@@ -148,18 +159,19 @@ def main(argv):
   with tempfile.TemporaryDirectory() as folder:
     fast = speed_rows(folder)
     memory = memory_rows(folder)
-  one = fast[0][1]
   lines = [SECTION, '',
            f'`python -m benchmarks.distributed` on {speed.cpu_name()}, jax {jax.__version__}.', '',
-           f'**Speed**: patch_net (random weights) on a {SIZE}×{SIZE} uint8 `.npy` scan, exact '
-           f'tiles of {TILE}, float32 logits to `.zarr`; median of 3 after a warm-up run on the '
-           'same cluster. Every output equals the single-process one (tested in '
-           '`tests/test_distributed.py`).', '',
-           '| how | seconds | Mpixel/s | speed-up vs one process | cluster start s |',
-           '|---|---:|---:|---:|---:|']
-  for name, seconds, start in fast:
-    lines.append(f'| {name} | {seconds:.2f} | {SIZE * SIZE / seconds / 1e6:.1f} | '
-                 f'{one / seconds:.2f}× | {"" if start is None else f"{start:.1f}"} |')
+           f'**Speed**: random weights, uint8 `.npy` scans, exact tiles of {TILE} (batch 4 in one '
+           'process; 2 × 2 tiles per Dask task), float32 logits to `.zarr`; median of 3 after a '
+           'warm-up run on the same cluster (compilation excluded; the cluster\'s start apart). '
+           'Every output equals the single-process one (tested in `tests/test_distributed.py`).',
+           '', '| model | image | how | seconds | Mpixel/s | vs one process | cluster start s |',
+           '|---|---|---|---:|---:|---:|---:|']
+  one = {}
+  for label, how, side, seconds, start in fast:
+    one.setdefault(label, seconds)
+    lines.append(f'| {label} | {side}² | {how} | {seconds:.2f} | {side * side / seconds / 1e6:.1f} '
+                 f'| {one[label] / seconds:.2f}× | {"" if start is None else f"{start:.1f}"} |')
   sizes = ' and '.join(f'{n}×{n}' for n in MEMORY_SIZES)
   logits = ' and '.join(f'{n * n * 3 * 4 / 2 ** 20:.0f}' for n in MEMORY_SIZES)
   lines += ['', f'**Peak memory of streamed outputs**: a 3-class encoder-decoder (random weights, '
