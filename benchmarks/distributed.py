@@ -33,6 +33,7 @@ from flax import nnx
 
 from benchmarks import report
 from benchmarks import speed
+from benchmarks import workload
 from fcn_jax import inference
 from fcn_jax import models
 
@@ -41,14 +42,9 @@ TILE = 512
 FLAGS = flags.FLAGS
 
 
-def _timed(run, repeats=3) -> float:
-  run()  # warm-up: compilation (per process)
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+def _timed(run) -> float:
+  """Median seconds of 3 runs after a warm-up run (compilation, per process)."""
+  return statistics.median(workload.timed(run, 3)[1])
 
 
 def _fresh(path: str) -> str:
