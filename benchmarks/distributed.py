@@ -175,9 +175,9 @@ def main(argv):
             f'{sizes} (memory-mapped), tiles of {TILE}, batch 4; each in a fresh process: the '
             'growth of the resident set\'s high-water mark over the resident set after loading '
             'JAX, the model and the map (`VmHWM` reset through `/proc/self/clear_refs`). A '
-            'streamed output\'s growth is one batch of tiles through XLA and does not grow with '
-            'the image (`.npy` outputs add the pages of their memory maps; OME-Zarr adds Dask\'s '
-            'pyramid chunks); the in-memory logits grow with it.', '',
+            'streamed output\'s growth is mostly one batch of tiles through XLA and grows far '
+            'less than the logits (by row bands; OME-Zarr adds Dask\'s pyramid chunks); the '
+            'in-memory logits grow with the image.', '',
             '| output | ' + ' | '.join(f'peak growth at {n}² MiB' for n in MEMORY_SIZES) + ' |',
             '|---|' + '---:|' * len(MEMORY_SIZES)]
   for kind, growth in memory:

@@ -236,6 +236,18 @@ def main(argv):
         continue
       image = read_image(path)
       size = image.shape[:2]
+      # What this output is computed from: an output of another model, image or mode is
+      # refused and kept; the same command again finds it complete.
+      mode = {k: v for k, v in dict(tta=FLAGS.tta, tta_scales=FLAGS.tta_scales if FLAGS.tta
+                                    else None, tta_average=FLAGS.tta_average if FLAGS.tta
+                                    else None, blend=FLAGS.blend, overlap=FLAGS.overlap if
+                                    FLAGS.blend else None, stitch=FLAGS.stitch,
+                                    pad=FLAGS.pad).items() if v}
+      wanted = inference.outputs.record(model, image, ' '.join(
+          ['logits', *(f'{k}={v}' for k, v in sorted(mode.items()))]), tile or FLAGS.memory or 0)
+      if inference.outputs.check_not_foreign(target, wanted):
+        print(f'{path}: {target} is complete already (same model, image and settings)')
+        continue
       if FLAGS.memory:
         out_h, out_w, _ = inference.output_shape(model, image.shape)
         overlay = out_h * out_w * 3 * 8 + image.shape[0] * image.shape[1] * 3  # colours, picture
@@ -270,6 +282,7 @@ def main(argv):
       if picture is not None:
         _write_atomically(os.path.join(output, f'{name}_overlay.png'),
                           lambda p: Image.fromarray(picture).save(p))
+      files.write_json(target + '.source.json', wanted)
       print(f'{path}: input {image.shape[0]}x{image.shape[1]}x{image.shape[2]} -> output '
             f'{"x".join(map(str, logits.shape))} in {seconds:.2f}s')
   except errors.UserError as e:  # one clear line; a bug keeps its traceback

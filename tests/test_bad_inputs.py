@@ -160,4 +160,8 @@ def test_streamed_outputs_through_the_predict_cli_and_a_foreign_output_refused(w
   line = _one_error_line(_predict(f'--workdir={workdir}', f'--input={image}', '--tile=32',
                                   '--values=labels', f'--output={theirs}'))
   assert 'scan.npy already exists and was not written by fcn_jax.predict' in line
+  line = _one_error_line(_predict(f'--workdir={workdir}', f'--input={image}',  # in memory
+                                  f'--output={theirs}'))
+  assert 'scan.npy already exists and was not written by fcn_jax.predict' in line
   np.testing.assert_array_equal(np.load(theirs / 'scan.npy'), np.ones(4))
+  assert not (theirs / 'scan_overlay.png').exists()

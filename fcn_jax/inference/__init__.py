@@ -21,6 +21,7 @@
 The names below are the public interface (`from fcn_jax import inference`).
 """
 
+from fcn_jax.inference import outputs
 from fcn_jax.inference.blended import predict_blended
 from fcn_jax.inference.border import border_map
 from fcn_jax.inference.distributed import predict_to_zarr

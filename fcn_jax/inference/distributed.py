@@ -127,7 +127,7 @@ def _run_chunk(block, model, tile, image_shape, image_dtype, axes, group, block_
   view = _BlockView(block, origin, image_shape, image_dtype)
   out_origin = [f * ax.kept for f, ax in zip(first, axes)]
   out = None
-  for _, keeps, pieces in tiled._tiles(model, view, tile, group * group, only=tiles):  # pylint: disable=protected-access
+  for _, keeps, pieces in tiled._tiles(model, view, tile, group * group, only=tiles):
     for keep, piece in zip(keeps, pieces):
       if out is None:
         size = [min(o + group * ax.kept, ax.out_size) - o for o, ax in zip(out_origin, axes)]
@@ -209,7 +209,7 @@ def predict_to_zarr(model: nnx.Module, source, output: str, tile: int = 512,
   image = outofcore.open_image(path) if path else source
   group = tiles_per_task
   axes = _layout(model, source.shape, tile, group)
-  planned = outofcore._planned(output, values, whole.output_shape(model, source.shape))  # pylint: disable=protected-access
+  planned = outofcore.planned_arrays(output, values, whole.output_shape(model, source.shape))
   wanted = outputs.record(model, image, values, tile)
   if outputs.check_not_foreign(output, wanted):
     return output
@@ -227,7 +227,7 @@ def predict_to_zarr(model: nnx.Module, source, output: str, tile: int = 512,
     if outofcore.output_format(output) == 'ome-zarr':
       os.makedirs(output + '.partial', exist_ok=True)
     for p, spec in planned.items():
-      outofcore._create(p, spec[3], spec[4], (axes[0].kept, axes[1].kept))  # pylint: disable=protected-access
+      outofcore.create_array(p, spec[3], spec[4], (axes[0].kept, axes[1].kept))
     os.makedirs(done_dir)
     files.write_json(record_path, wanted)
   # On a cluster the model goes to each worker once (not once per task).
@@ -241,7 +241,7 @@ def predict_to_zarr(model: nnx.Module, source, output: str, tile: int = 512,
     client.compute(status.sum()).result()
   else:
     status.sum().compute()
-  outofcore._finish(model, image, output, planned, name)  # pylint: disable=protected-access
+  outofcore.finish(model, image, output, planned, name)
   files.write_json(output + '.source.json', wanted)
   outputs.remove(done_dir)
   return output

@@ -64,7 +64,7 @@ def open_image(path: str):
   return array
 
 
-def _create(path: str, shape, dtype, chunks):
+def create_array(path: str, shape, dtype, chunks):
   """A writable array on disk: a `.npy` memory map, or a `.zarr` array chunked like the tiles."""
   if path.endswith('.zarr'):
     import zarr  # pylint: disable=g-import-not-at-top
@@ -91,7 +91,7 @@ def output_format(output: str) -> str:
   raise errors.InputError(f'output {output!r} must end in .npy, .zarr or .ome.zarr')
 
 
-def _planned(output: str, values: str, out_shape) -> dict[str, tuple]:
+def planned_arrays(output: str, values: str, out_shape) -> dict[str, tuple]:
   """`{partial path: (values kind, suffix, final path, shape, dtype)}` of the arrays streamed."""
   fmt = output_format(output)
   if fmt != 'ome-zarr':
@@ -130,7 +130,7 @@ def predict_to_file(model: nnx.Module, image, output: str, tile: int = 256, batc
   """
   import tqdm  # pylint: disable=g-import-not-at-top
   output = output.rstrip('/')
-  planned = _planned(output, values, whole.output_shape(model, image.shape))
+  planned = planned_arrays(output, values, whole.output_shape(model, image.shape))
   wanted = outputs.record(model, image, values, tile)
   if outputs.check_not_foreign(output, wanted):
     return output
@@ -154,7 +154,7 @@ def predict_to_file(model: nnx.Module, image, output: str, tile: int = 256, batc
       outputs.remove(p)
     if output_format(output) == 'ome-zarr':
       os.makedirs(output + '.partial', exist_ok=True)
-    arrays = {p: _create(p, spec[3], spec[4], chunks) for p, spec in planned.items()}
+    arrays = {p: create_array(p, spec[3], spec[4], chunks) for p, spec in planned.items()}
   total = axes[0].count * axes[1].count
   with tqdm.tqdm(total=total, initial=len(done), unit='tile', disable=not progress) as bar:
     for chunk, keeps, pieces in tiled._tiles(model, image, tile, batch, skip=frozenset(done)):
@@ -170,13 +170,13 @@ def predict_to_file(model: nnx.Module, image, output: str, tile: int = 256, batc
       files.write_json(done_path, {'record': wanted, 'tiles': sorted(done)})
       bar.update(len(chunk))
   del arrays
-  _finish(model, image, output, planned, name)
+  finish(model, image, output, planned, name)
   files.write_json(output + '.source.json', wanted)
   os.remove(done_path)
   return output
 
 
-def _finish(model, image, output: str, planned: dict, name: str) -> None:
+def finish(model, image, output: str, planned: dict, name: str) -> None:
   """Moves the complete arrays to their final names (for OME-Zarr: writes the pyramids)."""
   if output_format(output) != 'ome-zarr':
     for p, (_, _, final, *_) in planned.items():
