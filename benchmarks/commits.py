@@ -29,14 +29,12 @@ from benchmarks import speed
 FLAGS = flags.FLAGS
 SECTION = '## fcn_jax against an earlier commit'
 JSON = os.path.join(speed.HERE, 'commits.json')
-FIGURES = (
-    {'kind': 'train', 'model': 'patch_net', 'batch': 64, 'size': 64, 'steps': 10, 'repeats': 3},
-    {'kind': 'infer', 'model': 'patch_net', 'size': 256, 'repeats': 5},
-    {'kind': 'infer', 'model': 'patch_net', 'size': 1024, 'repeats': 5},
-    {'kind': 'train', 'model': 'unet', 'batch': 64, 'size': 64, 'steps': 3, 'repeats': 3},
-    {'kind': 'infer', 'model': 'unet', 'size': 256, 'repeats': 5},
-    {'kind': 'infer', 'model': 'fcn8s', 'size': 256, 'repeats': 5},
-)
+# The speed table's figures that run in seconds: training of patch_net and U-Net, inference up
+# to 1024² for patch_net and at 256² for U-Net and FCN-8s.
+FIGURES = tuple(f for f in speed.figures()
+                if (f['kind'] == 'train' and f['model'] in ('patch_net', 'unet')) or
+                (f['kind'] == 'infer' and f['size'] <= (1024 if f['model'] == 'patch_net'
+                                                         else 256)))
 
 
 def _git(*args: str) -> str:

@@ -210,6 +210,20 @@ def _median(rows: list[dict], key: str) -> dict | None:
   return sorted(rows, key=lambda r: r[key])[(len(rows) - 1) // 2]
 
 
+def figures(quick: bool = False) -> list[dict]:
+  """The figures of the table (specs `measure` takes): training and inference per model and
+  size; `quick`: patch_net only, small batches, one size."""
+  batch, steps, repeats = (8, 2, 1) if quick else (64, 10, 3)
+  out = []
+  for name in ('patch_net',) if quick else tuple(MODELS):
+    out.append({'kind': 'train', 'model': name, 'batch': batch, 'size': 64,
+                'steps': STEPS.get(name, steps) if not quick else steps, 'repeats': repeats})
+    for size in ((256,) if quick else _sizes(name)):
+      out.append({'kind': 'infer', 'model': name, 'size': size,
+                  'repeats': repeats + (2 if size <= 1024 else 0)})
+  return out
+
+
 def main(argv):
   del argv
   if FLAGS.one:
@@ -222,19 +236,11 @@ def main(argv):
                                              for r in rows if r['kind'] == 'train'))), False)
     return
   quick = FLAGS.quick
-  batch, steps, repeats, rounds = (8, 2, 1, 1) if quick else (64, 10, 3, FLAGS.rounds)
-  names = ('patch_net',) if quick else tuple(MODELS)
-  figures = []
-  for name in names:
-    figures.append({'kind': 'train', 'model': name, 'batch': batch, 'size': 64,
-                    'steps': STEPS.get(name, steps) if not quick else steps, 'repeats': repeats})
-    for size in ((256,) if quick else _sizes(name)):
-      figures.append({'kind': 'infer', 'model': name, 'size': size,
-                      'repeats': repeats + (2 if size <= 1024 else 0)})
+  rounds = 1 if quick else FLAGS.rounds
   with tempfile.TemporaryDirectory() as folder:
     rows = [_child({'kind': 'matmul', 'framework': f, 'repeats': 3 if quick else 10}, folder)
             for f in ('jax', 'torch')]
-    for spec in figures:
+    for spec in figures(quick):
       # fcn_jax and PyTorch eager alternate, `rounds` pairs (each its own fresh process), so
       # every ratio is of two runs taken side by side; torch.compile runs once.
       for _ in range(rounds):
@@ -270,10 +276,10 @@ def _ratio(jax_rows: list[dict], torch_rows: list[dict]) -> str:
 def write_table(rows: list[dict], rounds: int, quick: bool) -> None:
   """The "fcn_jax vs PyTorch" section from the measured rows (README and speed.json unless
   `quick`), with the fcn_jax figures of the --before run beside them."""
-  figures = list({(r['kind'], r['model'], r['size']): r for r in rows
+  shown = list({(r['kind'], r['model'], r['size']): r for r in rows
                   if r['kind'] != 'matmul'}.values())
-  batch = next(r['batch'] for r in figures if r['kind'] == 'train')
-  repeats = next(r['repeats'] for r in figures if r['kind'] == 'train')
+  batch = next(r['batch'] for r in shown if r['kind'] == 'train')
+  repeats = next(r['repeats'] for r in shown if r['kind'] == 'train')
   before_file, before_setup, before = ('', '', []) if quick else _before()
   peak = max(r.get('gflops', 0) for r in rows if r['kind'] == 'matmul')
   versions = {f: next((r for r in rows if r['framework'] == f and 'error' not in r), {})
@@ -306,7 +312,7 @@ def write_table(rows: list[dict], rounds: int, quick: bool) -> None:
            'before: fcn_jax | before: fcn_jax / eager | fcn_jax GFLOP/s (% of peak) | '
            'first step s (jax / eager / compile) | peak RSS MB (jax / eager) |',
            '|---|---|' + '---:|' * 9]
-  for spec in figures:
+  for spec in shown:
     kind, name, size = spec['kind'], spec['model'], spec['size']
     per = {f: _rounds(rows, kind, f, name, size) for f in FRAMEWORKS}
     j, t, c = (_median(per[f], 'rate') for f in FRAMEWORKS)

@@ -143,8 +143,20 @@ class Node(abc.ABC):
     return False
 
 
+class _Weights:
+  """What a layer with its own weights reports: `out_channels` (None: as its input) and
+  `n_params`, fields of the dataclasses that mix this in."""
+
+  def channels(self, c):
+    return c if self.out_channels is None else self.out_channels
+
+  @property
+  def params(self):
+    return self.n_params
+
+
 @dataclasses.dataclass(frozen=True)
-class Pointwise(Node):
+class Pointwise(_Weights, Node):
   """Keeps the spatial grid: activations, normalisation, 1x1 convs (give `out_channels`)."""
   name: str = 'pointwise'
   out_channels: int | None = None
@@ -163,16 +175,9 @@ class Pointwise(Node):
   def periodic(self, a):
     return self.local
 
-  def channels(self, c):
-    return c if self.out_channels is None else self.out_channels
-
-  @property
-  def params(self):
-    return self.n_params
-
 
 @dataclasses.dataclass(frozen=True)
-class Window(Node):
+class Window(_Weights, Node):
   """A sliding window (convolution or pooling).
 
   `padding` is `((top, bottom), (left, right))`. `pad_limit='reflect'` says the
@@ -230,16 +235,9 @@ class Window(Node):
   def periodic(self, a):
     return self.fill == 'circular' or self.padding[a] == (0, 0)
 
-  def channels(self, c):
-    return c if self.out_channels is None else self.out_channels
-
-  @property
-  def params(self):
-    return self.n_params
-
 
 @dataclasses.dataclass(frozen=True)
-class Transpose(Node):
+class Transpose(_Weights, Node):
   """A transposed window (transposed convolution, max-unpooling).
 
   Output `o` receives input `i` where `o = s*i - lo + d*t`, `t < k`; output size
@@ -275,13 +273,6 @@ class Transpose(Node):
 
   def periodic(self, a):
     return self.padding[a] == (0, 0)  # no cropping: every output gets all its taps
-
-  def channels(self, c):
-    return c if self.out_channels is None else self.out_channels
-
-  @property
-  def params(self):
-    return self.n_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,7 +329,7 @@ class Global(Node):
 
 
 @dataclasses.dataclass(frozen=True)
-class Broadcast(Node):
+class Broadcast(_Weights, Node):
   """A global summary broadcast back over the input's grid (ASPP's image pooling): the output
   keeps the input's size, and every output position sees the whole input."""
   name: str = 'broadcast'
@@ -351,13 +342,6 @@ class Broadcast(Node):
     # Output o sees [o - (n-1), o + n - 1]: all of the input for every o, centred on o
     # (so a Merge aligns it with pointwise branches).
     return n, Field(size=_frac(2 * n - 1), jump=Fraction(1), start=_frac(1 - n))
-
-  def channels(self, c):
-    return c if self.out_channels is None else self.out_channels
-
-  @property
-  def params(self):
-    return self.n_params
 
 
 @dataclasses.dataclass(frozen=True)
