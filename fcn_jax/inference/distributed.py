@@ -222,7 +222,7 @@ def predict_to_zarr(model: nnx.Module, source, output: str, tile: int = 512,
                                 'values or tile: delete it and the .partial arrays to start '
                                 'over, or choose another --output')
   if not (os.path.exists(record_path) and all(os.path.exists(p) for p in planned)):
-    for p in [*planned, done_dir]:
+    for p in [*planned, done_dir, output + '.done.json']:  # a single-process run's record too
       outputs.remove(p)
     if outofcore.output_format(output) == 'ome-zarr':
       os.makedirs(output + '.partial', exist_ok=True)

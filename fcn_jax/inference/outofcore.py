@@ -150,7 +150,7 @@ def predict_to_file(model: nnx.Module, image, output: str, tile: int = 256, batc
     done = {tuple(t) for t in found['tiles']}
     arrays = {p: _open(p) for p in planned}
   else:
-    for p in planned:
+    for p in [*planned, output + '.done.d']:  # a Dask run's markers would claim these tiles
       outputs.remove(p)
     if output_format(output) == 'ome-zarr':
       os.makedirs(output + '.partial', exist_ok=True)
