@@ -87,6 +87,10 @@ else
   pip_quiet .venv/bin/python -m pip install -q -r "$requirements" -c requirements.lock
 fi
 
+# oneDNN's convolutions (fcn_jax.onednn), compiled once into the cache; where that fails (no C++
+# compiler) it says so in one line and fcn_jax runs XLA's own convolutions.
+.venv/bin/python -m fcn_jax.onednn build >/dev/null || true
+
 if [ "$requirements" = requirements-dev.txt ]; then
   if torch_python=$(FCN_JAX_PYTHON= find_python 3.11); then
     make_venv .venv-torch "$torch_python"

@@ -73,8 +73,9 @@ def get_config(arg=None):
   config.optimizer.decay_factor = 0.1  # 'step': learning-rate factor at each boundary
   config.optimizer.grad_clip_norm = 1.0  # global-norm gradient clipping (0 = off)
   config.compute_dtype = 'float32'  # 'float32' | 'bfloat16' (training forward/backward)
-  # How convolutions are lowered (fcn_jax.lowering): 'auto' applies the CPU rewrites on the CPU
-  # backend only, 'xla' never (XLA's / cuDNN's own kernels), 'cpu' always.
+  # How convolutions are lowered (fcn_jax.lowering): 'auto' runs them by oneDNN on the CPU
+  # backend (the CPU rewrites where the extension is unavailable) and by XLA elsewhere; 'xla'
+  # XLA's / cuDNN's own kernels, 'cpu' the rewrites, 'onednn' oneDNN.
   config.lowering = 'auto'
   config.loss = ml_collections.ConfigDict()
   config.loss.class_weights = config_dict.placeholder(tuple)  # segmentation: per-class weights

@@ -164,7 +164,7 @@ class Conv(nnx.Module):
     self.padding = resolve_padding(padding, self.kernel_size, self.dilation)
     self.padding_mode = padding_mode
     self.dtype = dtype
-    self.lowering = lowering_lib.check(lowering)  # 'auto' | 'xla' | 'cpu': fcn_jax.lowering
+    self.lowering = lowering_lib.check(lowering)  # one of lowering.POLICIES
     self.kernel = nnx.Param(kernel_init(
         rngs.params(), (*self.kernel_size, in_channels // groups, out_channels), jnp.float32))
     self.bias = (nnx.Param(bias_init(rngs.params(), (out_channels,), jnp.float32))
@@ -198,7 +198,7 @@ class Conv(nnx.Module):
 
 
 def set_lowering(model: nnx.Module, policy: str) -> nnx.Module:
-  """Sets how every convolution of `model` is lowered ('auto' | 'xla' | 'cpu', see
+  """Sets how every convolution of `model` is lowered (one of `lowering.POLICIES`, see
   `fcn_jax.lowering`), in place; returns `model`."""
   lowering_lib.check(policy)
   for _, module in nnx.iter_graph(model):
@@ -250,7 +250,7 @@ class ConvTranspose(nnx.Module):
             f'output_padding {self.output_padding} must be smaller than the stride '
             f'{self.stride} or dilation {self.dilation}')
     self.dtype = dtype
-    self.lowering = lowering_lib.check(lowering)  # 'auto' | 'xla' | 'cpu': fcn_jax.lowering
+    self.lowering = lowering_lib.check(lowering)  # one of lowering.POLICIES
     shape = (*self.kernel_size, in_channels, out_channels)
     if init == 'bilinear':
       if in_channels != out_channels or self.kernel_size[0] != self.kernel_size[1]:

@@ -24,11 +24,17 @@ Every rewrite is exact up to float rounding (`tests/test_lowering.py` compares v
 and gradients with `lax.conv_general_dilated`); grouped or dilated convolutions, and
 symbolic sizes (`jax.export`), use XLA's own ops.
 
+Faster still on the CPU are oneDNN's kernels (`fcn_jax.onednn`, an XLA FFI extension built
+on first use): 'onednn' runs every float32 convolution (strided, dilated, grouped; transposed
+ones through the sub-pixel form) and both its gradients there, and the other cases by the
+'cpu' rules.
+
 The rewrites were measured on XLA:CPU only; on a GPU or TPU they would replace the vendor's
 convolution kernels (cuDNN) with ones tuned for another machine. So each op takes a `policy`
-(the layers' `lowering` attribute, `config.lowering`): 'cpu' applies the rewrites, 'xla' uses
-XLA's own ops, and 'auto' (the default) is 'cpu' when the op is traced for the CPU backend and
-'xla' on any other (`resolve`).
+(the layers' `lowering` attribute, `config.lowering`): 'onednn' and 'cpu' as above, 'xla' uses
+XLA's own ops, and 'auto' (the default) is, when the op is traced for the CPU backend,
+'onednn' where the extension is available and 'cpu' where not, and 'xla' on any other backend
+(`resolve`).
 """
 
 import functools
@@ -39,10 +45,11 @@ import jax.numpy as jnp
 from jax import lax
 
 from fcn_jax import errors
+from fcn_jax import onednn
 
 Pair = tuple[int, int]
 DIMS = ('NHWC', 'HWIO', 'NHWC')
-POLICIES = ('auto', 'xla', 'cpu')
+POLICIES = ('auto', 'xla', 'cpu', 'onednn')
 
 
 def check(policy: str) -> str:
@@ -53,10 +60,19 @@ def check(policy: str) -> str:
 
 
 def resolve(policy: str) -> str:
-  """'cpu' (apply the rewrites) or 'xla' (XLA's own ops) for `policy`: 'auto' is 'cpu' when
-  JAX's default backend is the CPU, 'xla' on a GPU or TPU."""
-  if check(policy) == 'auto':
-    return 'cpu' if jax.default_backend() == 'cpu' else 'xla'
+  """'onednn' (oneDNN's kernels), 'cpu' (apply the rewrites) or 'xla' (XLA's own ops) for
+  `policy`: 'auto' is 'onednn' when JAX's default backend is the CPU and the extension is
+  available, else 'cpu' there, and 'xla' on a GPU or TPU. 'onednn' where the extension is
+  unavailable (said once, in the log) is 'cpu'."""
+  check(policy)
+  on_cpu = jax.default_backend() == 'cpu'
+  if policy == 'onednn' and not on_cpu:
+    raise errors.ConfigError(f"lowering='onednn' runs on the CPU only, not on "
+                             f"{jax.default_backend()}: use 'auto' or 'xla'")
+  if policy == 'auto':
+    policy = 'onednn' if on_cpu else 'xla'
+  if policy == 'onednn' and not onednn.available():
+    return 'cpu'
   return policy
 
 
@@ -70,9 +86,14 @@ def _taps(k: int, s: int) -> int:
 
 def conv(x: jax.Array, kernel: jax.Array, stride: Pair, padding: Sequence[Pair],
          dilation: Pair = (1, 1), groups: int = 1, policy: str = 'auto') -> jax.Array:
-  """`lax.conv_general_dilated(x, kernel, stride, padding, rhs_dilation=dilation)`, NHWC/HWIO,
-  with the CPU rewrites where `policy` resolves to 'cpu'."""
-  if (resolve(policy) == 'cpu' and groups == 1 and dilation == (1, 1) and stride != (1, 1)
+  """`lax.conv_general_dilated(x, kernel, stride, padding, rhs_dilation=dilation,
+  feature_group_count=groups)`, NHWC/HWIO, by oneDNN or with the CPU rewrites where `policy`
+  resolves to 'onednn' or 'cpu'."""
+  policy = resolve(policy)
+  if policy == 'onednn' and onednn.supports(x, kernel, padding):
+    return onednn.conv(x, kernel, tuple(stride), tuple(map(tuple, padding)), tuple(dilation),
+                       groups)
+  if (policy != 'xla' and groups == 1 and dilation == (1, 1) and stride != (1, 1)
       and _concrete(x)):
     return _tap_conv(x, kernel, tuple(stride), tuple(map(tuple, padding)))
   return _xla_conv(x, kernel, stride, padding, dilation, groups)
@@ -124,25 +145,35 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, stride: Pair, padding: Seque
                    output_padding: Pair = (0, 0), dilation: Pair = (1, 1),
                    policy: str = 'auto') -> jax.Array:
   """`torch.nn.functional.conv_transpose2d` semantics, NHWC input, `(kh, kw, in, out)` kernel,
-  as the sub-pixel form where `policy` resolves to 'cpu'.
+  as the sub-pixel form where `policy` resolves to 'cpu' or 'onednn' (whose stride-1
+  convolution oneDNN then runs).
 
   Output `(n - 1)*s - lo - hi + d*(k - 1) + 1 + output_padding` per axis.
   """
-  if (resolve(policy) != 'cpu' or stride == (1, 1) or dilation != (1, 1)
-      or not _concrete(x)):
+  policy = resolve(policy)
+  if tuple(stride) == (1, 1):  # a convolution with the flipped kernel
+    return conv(x, kernel[::-1, ::-1], (1, 1), _transpose_pads(kernel, padding, output_padding,
+                                                                dilation), dilation, policy=policy)
+  if policy == 'xla' or dilation != (1, 1) or not _concrete(x):
     return _xla_conv_transpose(x, kernel, stride, padding, output_padding, dilation)
-  return _subpixel_conv_transpose(x, kernel, tuple(stride), padding, output_padding)
+  return _subpixel_conv_transpose(x, kernel, tuple(stride), padding, output_padding, policy)
 
 
 def _xla_conv_transpose(x, kernel, stride, padding, output_padding=(0, 0), dilation=(1, 1)):
   """The transposed convolution as XLA's input-dilated convolution."""
-  pads = [(d * (k - 1) - lo, d * (k - 1) - hi + op) for (lo, hi), k, d, op in
-          zip(padding, kernel.shape[:2], dilation, output_padding)]
-  return lax.conv_general_dilated(x, kernel[::-1, ::-1], (1, 1), pads, lhs_dilation=stride,
-                                  rhs_dilation=dilation, dimension_numbers=DIMS)
+  return lax.conv_general_dilated(x, kernel[::-1, ::-1], (1, 1),
+                                  _transpose_pads(kernel, padding, output_padding, dilation),
+                                  lhs_dilation=stride, rhs_dilation=dilation,
+                                  dimension_numbers=DIMS)
 
 
-def _subpixel_conv_transpose(x, kernel, stride, padding, output_padding):
+def _transpose_pads(kernel, padding, output_padding, dilation):
+  """The paddings of the input-dilated convolution that is this transposed one."""
+  return tuple((d * (k - 1) - lo, d * (k - 1) - hi + op) for (lo, hi), k, d, op in
+               zip(padding, kernel.shape[:2], dilation, output_padding))
+
+
+def _subpixel_conv_transpose(x, kernel, stride, padding, output_padding, policy='cpu'):
   """The transposed convolution (stride > 1, no dilation) as one stride-1 convolution giving
   every output phase as channels, depth-to-space and a crop."""
   kh, kw, c_in, c_out = kernel.shape
@@ -153,8 +184,11 @@ def _subpixel_conv_transpose(x, kernel, stride, padding, output_padding):
   kernel = jnp.pad(kernel, ((0, ah * sh - kh), (0, aw * sw - kw), (0, 0), (0, 0)))
   kernel = kernel.reshape(ah, sh, aw, sw, c_in, c_out)[::-1, :, ::-1]
   kernel = kernel.transpose(0, 2, 4, 1, 3, 5).reshape(ah, aw, c_in, sh * sw * c_out)
-  # Few taps, many output channels: its weight gradient is per-tap matmuls.
-  y = _tap_conv(x, kernel, (1, 1), ((ah - 1, ah - 1), (aw - 1, aw - 1)))
+  full = ((ah - 1, ah - 1), (aw - 1, aw - 1))
+  if policy == 'onednn' and onednn.supports(x, kernel, full):
+    y = onednn.conv(x, kernel, (1, 1), full)
+  else:  # Few taps, many output channels: its weight gradient is per-tap matmuls.
+    y = _tap_conv(x, kernel, (1, 1), full)
   full_h, full_w = h + ah - 1, w + aw - 1
   y = y.reshape(n, full_h, full_w, sh, sw, c_out).transpose(0, 1, 3, 2, 4, 5)
   y = y.reshape(n, full_h * sh, full_w * sw, c_out)

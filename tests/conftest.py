@@ -7,6 +7,7 @@ import jax
 import pytest
 
 from benchmarks import peers
+from fcn_jax import onednn
 
 # Tests run tiny models a few times: compile time dominates, so skip most optimisations, here and
 # in the training, sweep and experiment processes the tests start (they inherit the variable).
@@ -42,3 +43,15 @@ def torch_peer(torch_worker):  # pylint: disable=redefined-outer-name
   if torch_worker is None:
     pytest.skip('no Python with PyTorch (setup.sh makes .venv-torch where it can)')
   return torch_worker
+
+
+@pytest.fixture(scope='session')
+def onednn_extension():
+  """`fcn_jax.onednn`, for tests of its convolutions: skipped where the extension cannot be
+  built here; with `FCN_JAX_REQUIRE_ONEDNN=1` (CI) that is a failure."""
+  if not onednn.available():
+    if os.environ.get('FCN_JAX_REQUIRE_ONEDNN') == '1':
+      pytest.fail('FCN_JAX_REQUIRE_ONEDNN=1 but the oneDNN extension is unavailable (see the log '
+                  'line above; python -m fcn_jax.onednn build says why)')
+    pytest.skip('the oneDNN extension is unavailable here (python -m fcn_jax.onednn build)')
+  return onednn
