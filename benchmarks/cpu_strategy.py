@@ -1,5 +1,6 @@
-r"""Which CPU strategy pays on this JAX: one CPU device or one device per core, and each rewrite
-of `fcn_jax/lowering.py` on or off, measured side by side on whole training steps and predict calls.
+r"""Which CPU strategy pays on this JAX: one CPU device or one device per core, oneDNN's
+convolutions (`fcn_jax.onednn`) or XLA's, and each rewrite of `fcn_jax/lowering.py` on or off,
+measured side by side on whole training steps and predict calls.
 
   python -m benchmarks.cpu_strategy               # every configuration, 3 rounds (~20 min, 2 cores)
   python -m benchmarks.cpu_strategy --rounds=1 --only=base,per_core
@@ -8,9 +9,9 @@ Each configuration runs in a fresh process (`JAX_NUM_CPU_DEVICES` set for it; a 
 off there by putting XLA's own op in its place). The configurations alternate within each round,
 in an order rotated from round to round (the first process of a round is not always the same),
 and every figure is reported as a ratio to the `base` configuration of the same round (> 1: that
-configuration is faster). `base` is what fcn_jax does: one CPU device, every rewrite. The
-workloads are `benchmarks.speed`'s: training at batch 64 of 64x64x3 (Adam, placed as
-`fcn_jax.train` does) and `inference.predict` of one image. Rewrites the "CPU strategy" section
+configuration is faster). `base` is what fcn_jax does: one CPU device, the lowering policy
+'auto' (oneDNN's convolutions). The workloads are `benchmarks.speed`'s: training at batch 64 of
+64x64x3 (Adam, placed as `fcn_jax.train` does) and `inference.predict` of one image. Rewrites the "CPU strategy" section
 of benchmarks/README.md and writes benchmarks/cpu_strategy.json (`--rewrite`: only the section,
 from that file).
 """
@@ -35,16 +36,19 @@ JSON = os.path.join(HERE, 'cpu_strategy.json')
 WORK = (('train', 'patch_net', 64), ('train', 'unet', 64), ('train', 'fcn8s', 64),
         ('infer', 'patch_net', 256), ('infer', 'patch_net', 1024), ('infer', 'patch_net', 4096),
         ('infer', 'unet', 1024), ('infer', 'fcn8s', 1024))
-# name: (CPU devices, the rewrites turned off, the workload kinds it runs, what it tests)
+# name: (CPU devices, lowering policy, the rewrites turned off, the workload kinds it runs,
+# what it tests)
 CONFIGS = {
-    'base': (1, (), ('train', 'infer'), 'one CPU device, every rewrite (what fcn_jax does)'),
-    'per_core': (2, (), ('train',), 'one CPU device per core, the batch split over them'),
-    'no_strided_tap_conv': (1, ('strided_tap_conv',), ('train', 'infer'),
-                            "strided convs' gradients by XLA's autodiff"),
-    'no_subpixel': (1, ('subpixel',), ('train', 'infer'),
-                    'transposed convs as input-dilated XLA convs'),
-    'none': (1, ('strided_tap_conv', 'subpixel'), ('train', 'infer'),
-             'no rewrite: plain XLA'),
+    'base': (1, 'auto', (), ('train', 'infer'),
+             "one CPU device, oneDNN's convolutions (what fcn_jax does)"),
+    'per_core': (2, 'auto', (), ('train',), 'one CPU device per core, the batch split over them'),
+    'cpu': (1, 'cpu', (), ('train', 'infer'),
+            "XLA's convolutions with every rewrite (fcn_jax without the oneDNN extension)"),
+    'no_strided_tap_conv': (1, 'cpu', ('strided_tap_conv',), ('train', 'infer'),
+                            "`cpu`, strided convs' gradients by XLA's autodiff"),
+    'no_subpixel': (1, 'cpu', ('subpixel',), ('train', 'infer'),
+                    '`cpu`, transposed convs as input-dilated XLA convs'),
+    'none': (1, 'xla', (), ('train', 'infer'), 'no rewrite: plain XLA'),
 }
 
 
@@ -54,7 +58,8 @@ def _turn_off(rewrites) -> None:
   patches = {
       'strided_tap_conv': ('conv', lambda x, k, s, p, d=(1, 1), g=1, policy='auto':
                            lo._xla_conv(x, k, s, p, d, g)),
-      'subpixel': ('_subpixel_conv_transpose', lo._xla_conv_transpose),
+      'subpixel': ('_subpixel_conv_transpose', lambda x, k, s, p, op, policy='cpu':
+                   lo._xla_conv_transpose(x, k, s, p, op)),
   }
   for name in rewrites:
     setattr(lo, *patches[name])
@@ -63,13 +68,13 @@ def _turn_off(rewrites) -> None:
 def measure(config: str) -> dict:
   """In the child: every workload under one configuration; rates by workload."""
   import jax  # pylint: disable=g-import-not-at-top
-  _, rewrites, kinds, _ = CONFIGS[config]
+  _, policy, rewrites, kinds, _ = CONFIGS[config]
   _turn_off(rewrites)
   out = {'config': config, 'devices': jax.local_device_count(), 'jax': jax.__version__}
   for kind, name, size in WORK:
     if kind not in kinds:
       continue
-    spec = {'kind': kind, 'model': name, 'size': size, 'framework': 'jax'}
+    spec = {'kind': kind, 'model': name, 'size': size, 'framework': 'jax', 'lowering': policy}
     if kind == 'train':
       spec.update(batch=64, steps=3 if name == 'fcn8s' else 5, repeats=3)
     else:
@@ -147,7 +152,7 @@ def write_table(rows: list[dict]) -> None:
         if len(ratios) > 1:
           cell += f' ({min(ratios):.2f}–{max(ratios):.2f})'
         cells.append(cell)
-    lines.append(f'| `{config}`: {CONFIGS[config][3]} | {mine[0]["devices"]} | ' +
+    lines.append(f'| `{config}`: {CONFIGS[config][4]} | {mine[0]["devices"]} | ' +
                  ' | '.join(cells) + ' |')
   text = '\n'.join(lines) + '\n'
   print(text)

@@ -55,20 +55,49 @@ MODELS = {
     'fcn8s': dict(name='fcn', variant='fcn8s', widths=(8, 16, 32, 64, 64), fc_width=128,
                   num_classes=21, dropout=0.0),
 }
-SIZES = {'fcn8s': (256, 1024)}  # inference sizes other than (256, 1024, 4096)
+SIZES = {'fcn8s': (256, 1024), 'user_net': ()}  # inference sizes other than (256, 1024, 4096)
 STEPS = {'fcn8s': 3}  # training steps per timed run other than 10
 FRAMEWORKS = ('jax', 'torch', 'torch.compile')
 
 
-def _model(name: str):
+def user_net(rngs):
+  """A researcher's own net from `fcn_jax.layers`, not from `fcn_jax.models`: the issue's seed-like
+  net (3x3 stride-2 convs 3 -> 32 -> 64 -> 128, 1x1 convs 128 -> 64 -> 1). Its PyTorch peer is
+  patch_net's (`peers.export` reads `features` and `head`)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
+  from fcn_jax import layers  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+
+  class UserNet(nnx.Module):
+    name = 'patch_net'
+
+    def __init__(self):
+      widths = (3, 32, 64, 128)
+      self.features = layers.Sequential(*(part for a, b in zip(widths, widths[1:]) for part in (
+          layers.Conv(a, b, 3, stride=2, padding=1, rngs=rngs), jax.nn.relu)))
+      self.head = layers.Sequential(layers.Conv(128, 64, 1, rngs=rngs), jax.nn.relu,
+                                    layers.Conv(64, 1, 1, rngs=rngs))
+
+    def __call__(self, x):
+      return self.head(self.features(x))
+
+  return UserNet()
+
+
+def _model(name: str, lowering: str = 'auto'):
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from fcn_jax import layers  # pylint: disable=g-import-not-at-top
   from fcn_jax import models  # pylint: disable=g-import-not-at-top
-  return models.get_model(MODELS[name], rngs=nnx.Rngs(0))
+  if name == 'user_net':
+    model = user_net(nnx.Rngs(0))
+  else:
+    model = models.get_model(MODELS[name], rngs=nnx.Rngs(0))
+  return layers.set_lowering(model, lowering)
 
 
 def _task(name: str):
   from fcn_jax import tasks  # pylint: disable=g-import-not-at-top
-  return tasks.Heatmap() if name == 'patch_net' else tasks.Segmentation()
+  return tasks.Heatmap() if name in workload.HEATMAP_MODELS else tasks.Segmentation()
 
 
 def _flops(name: str, batch: int, size: int, train: bool) -> float:
@@ -86,13 +115,42 @@ def _flops(name: str, batch: int, size: int, train: bool) -> float:
   return cost.flops(fn, state, x, y)
 
 
+def _plain_train(spec):
+  """`user_net` trained as a user would write it: `jax.jit` of value_and_grad and an optax
+  Adam update on the split state, no fcn_jax training loop, placement or donation."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  graphdef, params = nnx.split(_model(spec['model'], spec.get('lowering', 'auto')))
+  tx = optax.adam(1e-3)
+  opt_state = tx.init(params)
+  x, y = workload.batch(spec['model'], spec['batch'], spec['size'])
+  loss = lambda p: optax.sigmoid_binary_cross_entropy(nnx.merge(graphdef, p)(x), y).mean()  # pylint: disable=unnecessary-lambda-assignment
+
+  @jax.jit
+  def update(params, opt_state):
+    value, grads = jax.value_and_grad(loss)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, value
+
+  state = [params, opt_state]
+
+  def step():
+    state[0], state[1], value = update(*state)
+    return value
+
+  return workload.timed(step, spec['repeats'], spec['steps'], jax.block_until_ready)
+
+
 def _jax_train(spec):
   import jax  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from fcn_jax import train  # pylint: disable=g-import-not-at-top
   name = spec['model']
-  model = _model(name)
+  if name == 'user_net':
+    return _plain_train(spec)
+  model = _model(name, spec.get('lowering', 'auto'))
   optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
   split = train.place(model, optimizer, spec['batch'])  # as fcn_jax.train places them
   x, y = workload.batch(name, spec['batch'], spec['size'])
@@ -106,30 +164,41 @@ def _jax_train(spec):
 
 def _jax_infer(spec):
   from fcn_jax import inference  # pylint: disable=g-import-not-at-top
-  model = _model(spec['model'])
+  model = _model(spec['model'], spec.get('lowering', 'auto'))
   model.eval()
   x = workload.image(spec['size'])
   return workload.timed(lambda: inference.predict(model, x), spec['repeats'])
 
 
-def _jax_matmul_peak(repeats: int) -> float:
+def _jax_matmul_peak(repeats: int, n: int = 2048) -> float:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  n = 2048
   a = jax.device_put(np.random.default_rng(0).random((n, n), dtype=np.float32))
   f = jax.jit(lambda a: jnp.dot(a, a))
   _, times = workload.timed(lambda: f(a), repeats, wait=jax.block_until_ready)
   return 2 * n ** 3 / min(times) / 1e9
 
 
+def _has_gpu() -> bool:
+  import jax  # pylint: disable=g-import-not-at-top
+  try:
+    return bool(jax.devices('gpu'))
+  except (RuntimeError, AssertionError):  # no CUDA plugin or no device (JAX_PLATFORMS=cuda)
+    return False
+
+
 def measure(spec: dict) -> dict:
   """Runs in the child process: one fcn_jax figure (PyTorch's: `benchmarks.torch_peers`)."""
   import jax  # pylint: disable=g-import-not-at-top
-  out = dict(spec, jax=jax.__version__, devices=jax.local_device_count())
+  if spec.get('platform') == 'gpu' and not _has_gpu():
+    return dict(spec, error='JAX finds no GPU (a CUDA jaxlib plugin and an NVIDIA driver are '
+                            'needed: pip install -r requirements-gpu.txt)')
+  out = dict(spec, jax=jax.__version__, devices=jax.local_device_count(),
+             device=jax.devices()[0].device_kind)
   try:
     if spec['kind'] == 'matmul':
-      out['gflops'] = _jax_matmul_peak(spec['repeats'])
+      out['gflops'] = _jax_matmul_peak(spec['repeats'], spec.get('n', 2048))
     else:
       first, times = (_jax_train if spec['kind'] == 'train' else _jax_infer)(spec)
       per_run = spec['batch'] * spec['steps'] if spec['kind'] == 'train' else (
@@ -158,8 +227,10 @@ def _export(name: str, sizes, folder: str) -> str:
 def _child(spec: dict, folder: str) -> dict:
   """One figure in a fresh process: fcn_jax in this Python, PyTorch in its own."""
   if spec['framework'] == 'jax':
+    # A GPU figure runs on JAX's CUDA backend only (lowering 'auto': XLA's own kernels there).
+    env = dict(os.environ, JAX_PLATFORMS='cuda') if spec.get('platform') == 'gpu' else None
     out = subprocess.run([sys.executable, '-m', 'benchmarks.speed', f'--one={json.dumps(spec)}'],
-                         capture_output=True, text=True, check=False, cwd=peers.ROOT)
+                         capture_output=True, text=True, check=False, cwd=peers.ROOT, env=env)
   else:
     if spec['kind'] != 'matmul':
       spec = {**spec, 'export': _export(spec['model'], _sizes(spec['model']) + (64,), folder)}
@@ -215,7 +286,7 @@ def figures(quick: bool = False) -> list[dict]:
   size; `quick`: patch_net only, small batches, one size."""
   batch, steps, repeats = (8, 2, 1) if quick else (64, 10, 3)
   out = []
-  for name in ('patch_net',) if quick else tuple(MODELS):
+  for name in ('patch_net',) if quick else (*MODELS, 'user_net'):
     out.append({'kind': 'train', 'model': name, 'batch': batch, 'size': 64,
                 'steps': STEPS.get(name, steps) if not quick else steps, 'repeats': repeats})
     for size in ((256,) if quick else _sizes(name)):
@@ -235,6 +306,8 @@ def main(argv):
     write_table(rows, len(_rounds(rows, *next((r['kind'], 'jax', r['model'], r['size'])
                                              for r in rows if r['kind'] == 'train'))), False)
     return
+  if FLAGS.platform == 'gpu':
+    return gpu()
   quick = FLAGS.quick
   rounds = 1 if quick else FLAGS.rounds
   with tempfile.TemporaryDirectory() as folder:
@@ -342,7 +415,73 @@ def write_table(rows: list[dict], rounds: int, quick: bool) -> None:
     report.write_section(text)
 
 
+GPU_SECTION = '## fcn_jax on a GPU'
+GPU_JSON = os.path.join(HERE, 'speed_gpu.json')
+
+
+def gpu() -> int:
+  """`--platform=gpu`: the figures of the table by fcn_jax on JAX's CUDA backend (XLA's own
+  kernels; PyTorch here is CPU-only, so no peers), with the GPU's float32 matmul peak measured
+  at 8192² beside them; writes the "fcn_jax on a GPU" section and speed_gpu.json. Where JAX
+  has no GPU, says so in one line (exit status 1) and writes nothing."""
+  peak = _child({'kind': 'matmul', 'framework': 'jax', 'repeats': 10, 'n': 8192,
+                 'platform': 'gpu'}, '')
+  if 'error' in peak:
+    print(f'benchmarks.speed --platform=gpu: no GPU for JAX here ({peak["error"]})',
+          file=sys.stderr)
+    return 1
+  rows = [peak] + [_child({**spec, 'framework': 'jax', 'platform': 'gpu'}, '')
+                   for spec in figures(FLAGS.quick) for _ in range(FLAGS.rounds)]
+  flops = {}
+  for row in rows[1:]:  # XLA's count of the function's FLOPs (the same on every backend)
+    key = (row['model'], row['batch'] if row['kind'] == 'train' else 1, row['size'],
+           row['kind'] == 'train')
+    row['flops'] = flops[key] = flops.get(key) or _flops(*key)
+  text = gpu_table(rows, FLAGS.rounds)
+  print(text)
+  if not FLAGS.quick:
+    with open(GPU_JSON, 'w') as f:
+      json.dump(rows, f, indent=1)
+    report.write_section(text)
+  return 0
+
+
+def gpu_table(rows: list[dict], rounds: int) -> str:
+  """The "fcn_jax on a GPU" section: per figure the rate (median over `rounds` runs), the
+  achieved GFLOP/s (XLA's cost analysis) and its share of the measured matmul peak."""
+  peak = next(r for r in rows if r['kind'] == 'matmul')
+  lines = [GPU_SECTION, '',
+           f'`python -m benchmarks.speed --platform=gpu --rounds={rounds}` on '
+           f'{peak.get("device", "?")}, jax {peak.get("jax", "?")}, float32, XLA\'s own '
+           'kernels (lowering \'auto\' off the CPU). Every run is a fresh process; rates are '
+           f'the median of {rounds} run(s). Peak: a float32 8192² matmul measured on the same '
+           f'GPU, {peak["gflops"]:,.0f} GFLOP/s (XLA\'s default precision: TF32 tensor cores '
+           'where the GPU has them). GFLOP/s: the FLOPs of the same function from XLA\'s cost '
+           'analysis per second.', '',
+           '| figure | model | rate | GFLOP/s (% of peak) | first step s |', '|---|---|---:|---:|---:|']
+  for spec in {(r['kind'], r['model'], r['size']): r for r in rows
+               if r['kind'] != 'matmul'}.values():
+    kind, name, size = spec['kind'], spec['model'], spec['size']
+    row = _median(_rounds(rows, kind, 'jax', name, size), 'rate')
+    gflops = '-'
+    if row and 'rate' in row:
+      batch = row['batch'] if kind == 'train' else 1
+      per_second = row['rate'] / batch if kind == 'train' else row['rate'] * 1e6 / size ** 2
+      achieved = row.get('flops', 0) * per_second / 1e9
+      gflops = f'{achieved:,.0f} ({achieved / peak["gflops"]:.1%})'
+    label = (f'training, patches/s (batch {spec["batch"]}, 64²)' if kind == 'train' else
+             f'inference {size}², Mpixel/s')
+    lines.append(f'| {label} | {name} | {_fmt(row, "rate")} | {gflops} | '
+                 f'{_fmt(row, "first_s", 2)} |')
+  errors = sorted({r['error'] for r in rows if 'error' in r})
+  if errors:
+    lines += ['', 'Not measured: ' + '; '.join(errors)]
+  return '\n'.join(lines) + '\n'
+
+
 if __name__ == '__main__':
+  flags.DEFINE_enum('platform', 'cpu', ['cpu', 'gpu'],
+                    "cpu: the table against PyTorch; gpu: fcn_jax's figures on a GPU.")
   flags.DEFINE_bool('quick', False, 'Small batches and one size: a smoke run.')
   flags.DEFINE_integer('rounds', 3, 'fcn_jax / PyTorch pairs of runs per figure.')
   flags.DEFINE_bool('rewrite', False, 'Only rewrite the README section from speed.json.')

@@ -177,7 +177,7 @@ def _train(module, spec, compiled):
   optimizer = torch.optim.Adam(module.parameters(), 1e-3)
   x, y = workload.batch(spec['model'], spec['batch'], spec['size'])
   x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
-  if spec['model'] == 'patch_net':
+  if spec['model'] in workload.HEATMAP_MODELS:
     y = torch.from_numpy(y).permute(0, 3, 1, 2).contiguous()
     loss_fn = nn.BCEWithLogitsLoss()
   else:

@@ -10,12 +10,16 @@ import time
 import numpy as np
 
 
+# The models trained on a heat map (stride 8, one channel; the others: per-pixel classes).
+HEATMAP_MODELS = ('patch_net', 'user_net')
+
+
 def batch(name: str, size_batch: int, size: int):
-  """Inputs and targets of a training step: NHWC images and, for `patch_net`, an `(N, H/8, W/8,
-  1)` heat map, otherwise `(N, H, W)` class indices in {0, 1}."""
+  """Inputs and targets of a training step: NHWC images and, for HEATMAP_MODELS, an `(N, H/8,
+  W/8, 1)` heat map, otherwise `(N, H, W)` class indices in {0, 1}."""
   rng = np.random.default_rng(0)
   x = rng.random((size_batch, size, size, 3), dtype=np.float32)
-  if name == 'patch_net':
+  if name in HEATMAP_MODELS:
     return x, rng.random((size_batch, size // 8, size // 8, 1), dtype=np.float32)
   return x, rng.integers(0, 2, (size_batch, size, size)).astype(np.int32)
 

@@ -65,3 +65,45 @@ def test_speed_benchmark_quick_mode_runs(torch_peer):
   rows = [l for l in out.stdout.splitlines() if l.startswith('| training') or
           l.startswith('| inference')]
   assert len(rows) == 2 and all('n/a' not in r.split('|')[3] for r in rows)
+
+
+def test_user_net_peer_matches_flax(torch_peer):
+  """The benchmark's user net (fcn_jax.layers, not fcn_jax.models) and its PyTorch peer."""
+  from benchmarks import speed  # pylint: disable=g-import-not-at-top
+  model = speed.user_net(nnx.Rngs(0))
+  x = np.random.default_rng(0).normal(size=(2, 32, 40, 3)).astype(np.float32)
+  got = torch_peer.forward(*peers.export(model), x)
+  np.testing.assert_allclose(got, np.asarray(model(x)), rtol=1e-4, atol=1e-5)
+
+
+def test_gpu_table_from_constructed_rows():
+  """--platform=gpu's table: the median rate, and achieved GFLOP/s against the measured peak."""
+  from benchmarks import speed  # pylint: disable=g-import-not-at-top
+  rows = [{'kind': 'matmul', 'framework': 'jax', 'gflops': 40000.0, 'device': 'NVIDIA H100',
+           'jax': '0.12.0.1'}]
+  for rate in (900.0, 1000.0, 5000.0):  # median 1000 patches/s of a 4-GFLOP batch of 64
+    rows.append({'kind': 'train', 'framework': 'jax', 'model': 'unet', 'size': 64, 'batch': 64,
+                 'rate': rate, 'first_s': 2.0, 'flops': 4e9})
+  rows.append({'kind': 'infer', 'framework': 'jax', 'model': 'unet', 'size': 1024,
+               'error': 'OOM'})
+  text = speed.gpu_table(rows, 3)
+  assert 'on NVIDIA H100' in text and '40,000 GFLOP/s' in text
+  # 1000 / 64 batches/s x 4 GFLOP = 62.5 GFLOP/s = 0.16 % of 40,000
+  assert '| training, patches/s (batch 64, 64²) | unet | 1,000.0 | 62 (0.2%) | 2.00 |' in text
+  assert '| inference 1024², Mpixel/s | unet | n/a | - | n/a |' in text
+  assert 'Not measured: OOM' in text
+
+
+def test_gpu_benchmark_without_a_gpu_says_so_in_one_line():
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  if jax.default_backend() == 'gpu':
+    pytest.skip('this machine has a GPU')
+  out = subprocess.run([sys.executable, '-m', 'benchmarks.speed', '--platform=gpu', '--quick'],
+                       cwd=root, capture_output=True, text=True, check=False, timeout=300)
+  assert out.returncode == 1
+  assert out.stderr.strip().splitlines() == [
+      'benchmarks.speed --platform=gpu: no GPU for JAX here (JAX finds no GPU (a CUDA jaxlib '
+      'plugin and an NVIDIA driver are needed: pip install -r requirements-gpu.txt))']
