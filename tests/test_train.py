@@ -176,6 +176,22 @@ def test_bfloat16_compute_trains_close_to_float32(data_dir, tmp_path):
              if np.issubdtype(np.asarray(x).dtype, np.floating))
 
 
+def _convolutions(jaxpr):
+  """Every convolution in `jaxpr` and the jaxprs nested in it: XLA's conv_general_dilated, or
+  the oneDNN FFI calls that the 'onednn' lowering policy emits instead."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if (eqn.primitive.name == 'conv_general_dilated' or
+        str(eqn.params.get('target_name', '')).startswith('fcn_onednn_conv')):
+      found.append(eqn)
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (tuple, list)) else (param,):
+        inner = getattr(sub, 'jaxpr', sub)
+        if hasattr(inner, 'eqns'):
+          found.extend(_convolutions(inner))
+  return found
+
+
 @pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
 def test_compute_dtype_is_the_dtype_of_the_training_convolutions(dtype):
   """The jaxpr of a training step: with bfloat16, every convolution (forward and backward)
@@ -190,8 +206,7 @@ def test_compute_dtype_is_the_dtype_of_the_training_convolutions(dtype):
     model, optimizer = nnx.merge(graphdef, state)
     return train._train_step(model, optimizer, batch, tasks.Heatmap(), dtype)  # pylint: disable=protected-access
 
-  convs = [line for line in str(jax.make_jaxpr(step)(state, batch)).splitlines()
-           if 'conv_general_dilated[' in line]
+  convs = _convolutions(jax.make_jaxpr(step)(state, batch).jaxpr)
   assert len(convs) >= 6  # three conv blocks and the head, forward and backward
-  in_bf16 = [('bf16[' in line) for line in convs]
+  in_bf16 = [any(v.aval.dtype == jnp.bfloat16 for v in eqn.invars) for eqn in convs]
   assert all(in_bf16) if dtype == 'bfloat16' else not any(in_bf16)
