@@ -2,6 +2,7 @@ r"""Per-op times of one fcn_jax training step on XLA:CPU, named by their HLO ops
 
   python -m benchmarks.profile --model=unet [--top=25]
   python -m benchmarks.profile --model=patch_net --infer=1024   # inference.predict instead
+  python -m benchmarks.profile --model=unet --lowering=cpu       # XLA's convs, not oneDNN's
 
 Runs the training step of `benchmarks.speed`'s model (batch 64 of 64x64x3, Adam,
 placed on the devices as `fcn_jax.train` does) under
@@ -41,7 +42,7 @@ def main(argv):
   from fcn_jax import inference, tasks, train  # pylint: disable=g-import-not-at-top
 
   name, steps = FLAGS.model, 3
-  model = speed._model(name)  # pylint: disable=protected-access
+  model = speed._model(name, FLAGS.lowering)  # pylint: disable=protected-access
   if FLAGS.infer:  # inference.predict on one image, as benchmarks.speed times it
     model.eval()
     image = np.random.default_rng(0).random((FLAGS.infer, FLAGS.infer, 3), dtype=np.float32)
@@ -91,4 +92,6 @@ if __name__ == '__main__':
   flags.DEFINE_enum('model', 'unet', ['patch_net', 'unet', 'fcn8s'], 'Model of benchmarks.speed.')
   flags.DEFINE_integer('top', 25, 'How many ops to print.')
   flags.DEFINE_integer('infer', 0, 'Profile inference.predict on one image of this size instead.')
+  flags.DEFINE_enum('lowering', 'auto', ['auto', 'onednn', 'cpu', 'xla'],
+                    "The layers' lowering policy (fcn_jax.lowering).")
   app.run(main)

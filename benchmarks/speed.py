@@ -1,6 +1,6 @@
 r"""fcn_jax vs PyTorch on the same functions: training and inference throughput, compile, memory.
 
-  python -m benchmarks.speed            # the full table (about 25 minutes on 2 cores)
+  python -m benchmarks.speed            # the full table (about 30 minutes on 2 cores)
   python -m benchmarks.speed --rounds=1 # one pair of runs per figure (about 10 minutes)
   python -m benchmarks.speed --quick    # patch_net, batch 8, 256^2, one run (CI smoke run)
 
@@ -101,11 +101,12 @@ def _task(name: str):
 
 
 def _flops(name: str, batch: int, size: int, train: bool) -> float:
-  """FLOPs of one step (forward, or forward + backward) from XLA's cost analysis."""
+  """FLOPs of one step (forward, or forward + backward) from XLA's cost analysis, of the model
+  lowered to XLA's own convolutions (the cost analysis counts no FLOPs in oneDNN's FFI calls)."""
   import jax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from fcn_jax import cost  # pylint: disable=g-import-not-at-top
-  graphdef, state = nnx.split(_model(name))
+  graphdef, state = nnx.split(_model(name, 'xla'))
   x, y = workload.batch(name, batch, size)
 
   def loss(state, x, y):

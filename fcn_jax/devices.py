@@ -1,11 +1,12 @@
 """The mesh that splits a training batch over devices (GPUs, TPU cores, hosts).
 
-fcn_jax leaves the number of CPU devices to JAX: one by default. On jax 0.12
-XLA:CPU's convolutions use every core from one device, and one device per core paid for
-the smallest model only (measured by `python -m benchmarks.cpu_strategy`; the figures are
-in `benchmarks/README.md`, "CPU strategy"). To split a CPU batch anyway, ask JAX before
-it starts: `JAX_NUM_CPU_DEVICES=N` (or
-`jax.config.update('jax_num_cpu_devices', N)`); the training code is the same.
+fcn_jax leaves the number of CPU devices to JAX: one by default. oneDNN's convolutions
+(`fcn_jax.onednn`) and jax 0.12's use every core from one device; with oneDNN, one device
+per core oversubscribes the cores and trains 2-2.6x slower (measured by `python -m
+benchmarks.cpu_strategy`; the figures are in `benchmarks/README.md`, "CPU strategy"). To
+split a CPU batch anyway (e.g. with `lowering='cpu'`), ask JAX before it starts:
+`JAX_NUM_CPU_DEVICES=N` (or `jax.config.update('jax_num_cpu_devices', N)`); the training
+code is the same.
 """
 
 import jax

@@ -27,7 +27,9 @@ symbolic sizes (`jax.export`), use XLA's own ops.
 Faster still on the CPU are oneDNN's kernels (`fcn_jax.onednn`, an XLA FFI extension built
 on first use): 'onednn' runs every float32 convolution (strided, dilated, grouped; transposed
 ones through the sub-pixel form) and both its gradients there, and the other cases by the
-'cpu' rules.
+'cpu' rules. Training steps run 1.6-1.9x faster than with 'cpu' (patch_net, U-Net, FCN-8s);
+inference is faster or level except patch_net at 1024^2, where XLA's strided forward convs
+are 1.28x faster ("CPU strategy").
 
 The rewrites were measured on XLA:CPU only; on a GPU or TPU they would replace the vendor's
 convolution kernels (cuDNN) with ones tuned for another machine. So each op takes a `policy`

@@ -1,10 +1,11 @@
 """oneDNN's convolutions inside XLA programs on the CPU, through XLA's FFI.
 
-XLA:CPU's convolution gradients are its slow part (`benchmarks/README.md`, "oneDNN"): the
-input and weight gradients of a 3x3 conv run about 1.7-2.4x slower than oneDNN's, which
-PyTorch uses. `onednn_conv.cc` (beside this file) wraps oneDNN's forward, input-gradient and
-weight-gradient convolutions as XLA FFI handlers on NHWC/HWIO float32 memory, so they run
-inside the jitted step with no host copies; `conv` is a `jax.custom_vjp` over the three.
+XLA:CPU's convolution gradients are its slow part: the input and weight gradients of a 3x3
+conv run about 1.7-2.4x slower than oneDNN's, which PyTorch uses. `onednn_conv.cc` (beside
+this file) wraps oneDNN's forward, input-gradient and weight-gradient convolutions as XLA FFI
+handlers on NHWC/HWIO float32 memory, so they run inside the jitted step with no host
+copies; `conv` is a `jax.custom_vjp` over the three. What it changed, measured against XLA
+and PyTorch: `benchmarks/README.md`, "oneDNN inside the jitted step" and "CPU strategy".
 
 The extension is compiled from that source with the machine's C++ compiler ($CXX, else g++)
 against oneDNN from the PyPI wheels `onednn-cpu-gomp` and `onednn-devel-cpu-gomp` (pinned in
