@@ -49,7 +49,7 @@ class SizeResult:
   headline: str | None = None  # the metric `interval` is of
 
 
-@nnx.jit
+@nnx.jit(graph=False, graph_updates=False)  # tree mode: a forward pass updates no state
 def _forward(model, image):
   return model(image)
 
