@@ -17,8 +17,8 @@ def _forward(model, images):
   # The inference view is taken while tracing: outside `jit` it walks the whole module
   # graph on every call (~5 ms for patch_net, ~18 ms for FCN-8s on this CPU), which
   # dominated `predict` on small images. Tree mode (`graph=False`): a forward pass changes
-  # no state, so nnx.jit need not track graph updates; it takes ~1 ms less per call than
-  # graph mode on patch_net (6.3 -> 5.4 ms per 256^2 call, benchmarks/README.md).
+  # no state, so nnx.jit need not track graph updates; it takes ~0.7 ms less per call than
+  # graph mode on patch_net (3.4 -> 2.7 ms per 256^2 call, benchmarks/README.md).
   return models.inference_view(model)(images)
 
 
