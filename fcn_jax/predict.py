@@ -9,7 +9,9 @@ input (PNG, JPEG, TIFF via Pillow, or `.npy` HxWxC arrays; uint8 images are
 scaled to [0, 1] as in training; a glob matches many files), runs it on the
 whole image, and writes `<output>/<name>.npy` (the raw logits) and
 `<name>_overlay.png` (the task's overlay: the heat map or the class colours
-blended over the image, `fcn_jax.tasks`). Prints the output shape and the time of each image. Files are written
+blended over the image, `fcn_jax.tasks`); with `--instances=components|watershed`, a
+segmentation model's `<name>_instances.npy` too (instance ids, `fcn_jax.instances`).
+Prints the output shape and the time of each image. Files are written
 under a temporary name and renamed, so a crash never leaves a partial file.
 With `--tile`, inference is exact and tiled (`fcn_jax.inference.predict_tiled`);
 `.npy`/`.tif`/`.zarr` inputs are then read tile by tile and the output written
@@ -41,6 +43,7 @@ from fcn_jax import errors
 from fcn_jax import files
 from fcn_jax import geometry
 from fcn_jax import inference
+from fcn_jax import instances
 from fcn_jax import tasks
 
 
@@ -76,6 +79,11 @@ def define_flags() -> None:
   flags.DEFINE_bool('border_map', False, 'Also write <name>_border.npy: per output, the '
                     'fraction of its receptive field outside the image '
                     '(fcn_jax.inference.border_map).')
+  flags.DEFINE_enum('instances', None, list(instances.METHODS), 'Segmentation models: also '
+                    'write <name>_instances.npy, int32 instance ids (0 = background) of the '
+                    'predicted foreground (every class but 0), by 4-connected components or '
+                    'a watershed of its distance transform (fcn_jax.instances; in-memory '
+                    'outputs).')
   flags.DEFINE_bool('pad', False, 'Pad images of a size the net does not accept (e.g. not a '
                     'multiple of 2**(depth-1) for a same-padded U-Net) at the bottom and right '
                     'with their edge pixels, and crop the output back to the image (nets whose '
@@ -195,6 +203,12 @@ def main(argv):
     print(f'loaded {geometry.of(model).name} from {FLAGS.workdir} in {time.time() - t0:.1f}s')
     if FLAGS.tile and not FLAGS.blend:
       inference.check_tile(model, FLAGS.tile)
+    if FLAGS.instances and task.name != 'segmentation':
+      raise errors.ConfigError(f'--instances labels a segmentation model\'s foreground; this '
+                               f'run\'s task is {task.name!r}')
+    if FLAGS.instances and (FLAGS.workers or FLAGS.scheduler):
+      raise errors.ConfigError('--instances needs the output in memory: drop --workers and '
+                               '--scheduler')
     output = FLAGS.output or os.path.join(FLAGS.workdir, 'predictions')
     os.makedirs(output, exist_ok=True)
     for path in paths:
@@ -209,6 +223,10 @@ def main(argv):
         continue
       tile, batch = FLAGS.tile, FLAGS.batch
       array_file = path.rstrip('/').endswith(('.npy', '.tif', '.tiff', '.zarr'))
+      if FLAGS.instances and tile and array_file:
+        raise errors.ConfigError(f'--instances needs the output in memory: {path} is read tile '
+                                 'by tile with --tile (drop --tile, or label the written '
+                                 'output with fcn_jax.instances.label)')
       if FLAGS.stitch and tile and array_file:  # dense output streamed to disk
         inference.shift_and_stitch(model, inference.open_image(path), FLAGS.stitch, tile=tile,
                                    batch=batch, output=target)
@@ -218,6 +236,10 @@ def main(argv):
       streamed = FLAGS.format != 'npy' or FLAGS.values != 'logits'
       if (not (FLAGS.stitch or FLAGS.blend or FLAGS.tta or FLAGS.pad) and
           (((tile or FLAGS.memory) and array_file) or streamed)):
+        if FLAGS.instances:
+          raise errors.ConfigError('--instances needs the output in memory: it does not apply '
+                                   'to outputs streamed to disk (--format, --values, or '
+                                   '--memory with an array file)')
         # Out of core (array files are read tile by tile) and streamed outputs: written tile
         # by tile, resumable.
         source = inference.open_image(path) if array_file else read_image(path)
@@ -274,6 +296,10 @@ def main(argv):
         image, logits = image[:size[0], :size[1]], logits[:size[0], :size[1]]
       seconds = time.time() - t0
       _write_atomically(target, lambda p: np.save(p, logits))
+      if FLAGS.instances:
+        ids = instances.label(np.argmax(_as_logits(logits), -1) != 0, FLAGS.instances)
+        _write_atomically(os.path.join(output, f'{name}_instances.npy'),
+                          lambda p: np.save(p, ids))
       if FLAGS.border_map and not (FLAGS.stitch or FLAGS.tta):  # outputs on the plain grid
         border = inference.border_map(model, image.shape[:2])
         _write_atomically(os.path.join(output, f'{name}_border.npy'),

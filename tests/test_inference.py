@@ -106,6 +106,17 @@ def test_predict_cli_writes_logits_and_overlays(tmp_path, workdir):
   assert 'Traceback' not in bad.stderr
 
 
+def test_predict_cli_refuses_instances_of_a_heatmap_model(tmp_path, workdir):
+  np.save(tmp_path / 'e.npy', np.zeros((64, 64, 3), np.float32))
+  out = subprocess.run([sys.executable, '-m', 'fcn_jax.predict', f'--workdir={workdir}',
+                        f'--input={tmp_path}/e.npy', f'--output={tmp_path / "out"}',
+                        '--instances=components'], capture_output=True, text=True, check=False)
+  assert out.returncode == 1 and 'Traceback' not in out.stderr
+  assert "--instances labels a segmentation model's foreground; this run's task is 'heatmap'" in (
+      out.stderr)
+  assert not os.path.exists(tmp_path / 'out' / 'e.npy')
+
+
 def test_predict_cli_tiled_out_of_core_matches_whole(tmp_path, workdir):
   image = (np.random.default_rng(3).random((150, 170, 3)) * 255).astype(np.uint8)
   np.save(tmp_path / 'scan.npy', image)
