@@ -145,8 +145,14 @@ def test_fcn_skips(tmp_path):
 
 
 def test_unet(tmp_path):
-  rows = _run('unet', tmp_path)['rows']
-  assert len(rows) == 2
+  numbers = _run('unet', tmp_path)
+  rows = numbers['rows']
+  assert len(rows) == 2 and not numbers['failed']
   for r in rows:
     assert r['iou_weights']['estimate'] > 0.5 and r['iou_no_weights']['estimate'] > 0.5
-    assert 0 <= r['gap_weights']['estimate'] <= 1
+    assert 0 <= r['gap_weights']['estimate'] <= 1 and r['band_pixels'] > 0
+    # The baseline finds cells; the nets' cells are matched objects, not nothing.
+    assert r['f1_otsu_watershed']['estimate'] > 0.5 and r['f1_weights']['estimate'] > 0
+  assert numbers['tiled_max_abs_diff'] <= 1e-4
+
+
