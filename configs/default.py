@@ -82,6 +82,12 @@ def get_config(arg=None):
 
   config.log_every = 1 if args.runlocal else 50  # steps between logged training metrics
   config.eval_every = 0  # steps between validation evaluations (0 = only at the end)
+  # Stop once `patience` validation evaluations in a row have not raised `metric` (mean over
+  # the sizes; '' = the task's headline) by more than `min_delta` (fcn_jax/early_stopping.py).
+  config.early_stopping = ml_collections.ConfigDict()
+  config.early_stopping.patience = 0  # evaluations without a rise before stopping (0 = off)
+  config.early_stopping.metric = ''  # e.g. 'mean_iou'; '' = F1 / pixel accuracy / accuracy
+  config.early_stopping.min_delta = 0.0  # the smallest rise that counts
   config.checkpoint_every = 2 if args.runlocal else 500  # steps between checkpoints
   config.keep_checkpoints = 3  # checkpoints kept (older ones are deleted)
   config.max_eval_images = 2 if args.runlocal else 0  # images evaluated (0 = the whole split)

@@ -14,7 +14,9 @@ Selection apart from reporting: the `config.data.validation_split` is evaluated
 every `eval_every` steps and at the end (scalars `validation/<H>x<W>/<metric>`,
 what sweeps optimise and any choice of a setting should read); the
 `config.data.eval_split` (the test split) is evaluated once, at the end, and is
-what `results.md` reports (scalars `test/<H>x<W>/<metric>`).
+what `results.md` reports (scalars `test/<H>x<W>/<metric>`). With
+`config.early_stopping.patience` set, training ends early once the validation metric stops
+rising (`fcn_jax.early_stopping`).
 
 Data parallel over the local devices (a 'data' mesh axis splits the batch,
 parameters are replicated; a batch that does not divide over all devices uses
@@ -51,6 +53,7 @@ from ml_collections import config_flags
 
 from fcn_jax import checkpoints as checkpoints_lib
 from fcn_jax import devices
+from fcn_jax import early_stopping
 from fcn_jax import errors
 from fcn_jax import evaluate
 from fcn_jax import files
@@ -82,7 +85,7 @@ def define_flags() -> None:
 # Fields that may change between runs in one workdir (extending or re-scheduling a run, or
 # moving it to another backend: the lowerings agree up to float rounding).
 RESUMABLE_CHANGES = ('num_train_steps', 'log_every', 'eval_every', 'checkpoint_every',
-                     'max_eval_images', 'lowering')
+                     'max_eval_images', 'lowering', 'early_stopping')
 
 
 class Interrupted(Exception):
@@ -232,12 +235,16 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                 start_index=step * config.batch_size,
                                 process_index=jax.process_index(),
                                 process_count=jax.process_count())
-  _write_config(config, workdir)  # only now: a run that fails to start leaves no config
   task = tasks.from_config(config.data, config.loss)
+  stopping = early_stopping.EarlyStopping.from_config(config, task.headline)
+  if stopping:  # a resumed run picks up its best value, or that it stopped early
+    stopping.replay(metrics_path, config.data.validation_split, step)
+  _write_config(config, workdir)  # only now: a run that fails to start leaves no config
   batches = data.as_numpy_iterator()
   last_loss, losses_since_log, t0 = math.nan, [], time.time()
+  validation, validated_at = None, None
   with metric_writers.ensure_flushes(writer), _stop_requests() as stop:
-    while step < config.num_train_steps:
+    while step < config.num_train_steps and not (stopping and stopping.stopped_at is not None):
       batch = _global_batch(next(batches), split)
       loss, grad_norm = (float(v) for v in train_step(
           model, optimizer, batch, task, config.compute_dtype))
@@ -257,9 +264,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         record = {'step': step, 'train_loss': float(np.mean(losses_since_log)),
                   'steps_per_sec': len(losses_since_log) / max(time.time() - t0, 1e-9)}
         writer.write_scalars(step, {k: v for k, v in record.items() if k != 'step'})
-        if jax.process_index() == 0:
-          with open(metrics_path, 'a') as f:
-            f.write(json.dumps(record) + '\n')
+        _append_record(metrics_path, record)
         losses_since_log, t0 = [], time.time()
       if step % config.checkpoint_every == 0 or step == config.num_train_steps or stop:
         checkpoints.save(step, args=ocp.args.StandardSave(
@@ -271,13 +276,27 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                           f'{workdir}/checkpoints: run the same command to resume', stop[0])
       if (config.eval_every and step % config.eval_every == 0 and step < config.num_train_steps
           and config.data.get('validation_split')):
-        _evaluate(model, config, writer, step, workdir, config.data.validation_split)
+        split_name = config.data.validation_split
+        validation, validated_at = _evaluate(model, config, writer, step, workdir,
+                                             split_name), step
+        if stopping and stopping.update(step, stopping.value(_scalars(validation, split_name),
+                                                             split_name)):
+          if checkpoints.latest_step() != step:
+            checkpoints.save(step, args=ocp.args.StandardSave(
+                {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}))
+          _append_record(metrics_path, {
+              'step': step, 'early_stopped': True, 'metric': stopping.metric,
+              'best': stopping.best, 'best_step': stopping.best_step})
+          logging.info('early stopping at step %d: validation %s %.4f at step %d, not raised '
+                       'by more than %g in %d evaluations', step, stopping.metric,
+                       stopping.best, stopping.best_step, stopping.min_delta, stopping.patience)
   checkpoints.wait_until_finished()
-  validation = (_evaluate(model, config, writer, step, workdir, config.data.validation_split)
-                if config.data.get('validation_split') else None)
+  if config.data.get('validation_split') and validated_at != step:
+    validation = _evaluate(model, config, writer, step, workdir, config.data.validation_split)
   results = _evaluate(model, config, writer, step, workdir, config.data.eval_split)
   _write_results(model, config, results, step, workdir)
   return {'train_loss': last_loss, 'results': results, 'validation': validation, 'step': step,
+          'early_stopped': bool(stopping and stopping.stopped_at is not None),
           'state': jax.device_get(nnx.state(model))}
 
 
@@ -288,13 +307,24 @@ def _evaluate(model, config, writer, step: int, workdir: str, split: str):
   local_model = nnx.merge(graphdef, jax.device_get(state))
   results = evaluate.evaluate(local_model, config.data, split=split,
                               max_images=config.max_eval_images)
-  scalars = {f'{split}/{r.size[0]}x{r.size[1]}/{name}': value
-             for r in results for name, value in r.metrics.items()}
+  scalars = _scalars(results, split)
   writer.write_scalars(step, scalars)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
-      f.write(json.dumps({'step': step, 'split': split, **scalars}) + '\n')
+  _append_record(os.path.join(workdir, 'metrics.jsonl'), {'step': step, 'split': split,
+                                                         **scalars})
   return results
+
+
+def _scalars(results, split: str) -> dict[str, float]:
+  """`<split>/<H>x<W>/<metric>` of every size and metric of an evaluation."""
+  return {f'{split}/{r.size[0]}x{r.size[1]}/{name}': value
+          for r in results for name, value in r.metrics.items()}
+
+
+def _append_record(path: str, record: dict) -> None:
+  """One line of `metrics.jsonl` (written by process 0)."""
+  if jax.process_index() == 0:
+    with open(path, 'a') as f:
+      f.write(json.dumps(record) + '\n')
 
 
 def _write_results(model, config, results, step: int, workdir: str) -> None:
