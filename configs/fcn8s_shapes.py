@@ -29,6 +29,9 @@ def get_config(arg=None):
   config.model.fc_width = 4096 if args.paper else (8 if args.runlocal else 128)
   config.model.first_padding = 100  # conv1_1 padding, so any input reaches fc6
   config.model.dropout = 0.5  # after fc6 and fc7
+  # A finished run of the coarser variant (its workdir) to start from, as the paper trains
+  # 16s from 32s and 8s from 16s (fcn.Model.grow_from); None: from scratch.
+  config.model.init_from = config_dict.placeholder(str)
 
   config.data.task = 'segmentation'  # per-pixel softmax cross-entropy
   config.data.patch_size = 64 if args.runlocal else 96  # training crops; any size works

@@ -64,6 +64,7 @@ from fcn_jax import optim
 from fcn_jax import tasks
 from fcn_jax.data import catalog
 from fcn_jax.data import pipeline
+from fcn_jax.inference import loading as inference_loading
 
 FLAGS = flags.FLAGS
 
@@ -154,6 +155,18 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
                      json.loads(config.to_json_best_effort()), indent=2, sort_keys=True)
 
 
+def _grow_from(model: nnx.Module, workdir: str) -> None:
+  """Initialises `model` from the trained coarser model of the run in `workdir`
+  (`fcn.Model.grow_from`: FCN-16s from FCN-32s, FCN-8s from FCN-16s)."""
+  if not hasattr(model, 'grow_from'):
+    raise errors.ConfigError(f'model.init_from grows an FCN from a coarser FCN run; '
+                             f'{geometry.of(model).name} has no such stages')
+  coarser, _ = inference_loading.load_trained(workdir)
+  model.grow_from(coarser)
+  logging.info('%s initialised from %s (%s)', geometry.of(model).name, workdir,
+               geometry.of(coarser).name)
+
+
 def _train_step(model, optimizer, batch, task: tasks.Task, compute_dtype: str):
   def loss_fn(model):
     # The layers compute in their input's dtype: a bfloat16 image gives bfloat16 convs on
@@ -224,6 +237,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     nnx.update(model, restored['model'])
     nnx.update(optimizer, restored['optimizer'])
     logging.info('resumed from step %d', step)
+  elif config.model.get('init_from'):  # a fresh run grows from a coarser one (FCN stages)
+    _grow_from(model, config.model.init_from)
   split = place(model, optimizer, config.batch_size)
 
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)

@@ -26,10 +26,13 @@ def model_class(name: str) -> type[nnx.Module]:
 
 def get_model(config: Mapping[str, Any], *, rngs: nnx.Rngs) -> nnx.Module:
   """Builds `config.name` with the other fields of `config` as constructor arguments;
-  `config.pretrained` (a path) loads torchvision weights into it (`fcn_jax.weights`)."""
+  `config.pretrained` (a path) loads torchvision weights into it (`fcn_jax.weights`);
+  `config.init_from` (a coarser FCN run) is applied by the training loop when a run starts
+  (`fcn_jax.train`), not here."""
   fields = dict(config)
   name = fields.pop('name', None)
   pretrained = fields.pop('pretrained', None)
+  fields.pop('init_from', None)
   cls = model_class(name)
   accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ('self', 'rngs')]
   unknown = sorted(set(fields) - set(accepted))

@@ -17,7 +17,9 @@ output has exactly the input's size for any input size. `parts()` names the
 layers by their role (blocks, classifier, score_pool, up2, final_up). `widths` and
 `fc_width` shrink the net for tests; the defaults are the paper's. torchvision's `vgg16`
 weights load with `fcn_jax.weights.load_torchvision` (`config.model.pretrained`), with
-`input_norm='imagenet'` (or 'caffe' for the original Caffe weights).
+`input_norm='imagenet'` (or 'caffe' for the original Caffe weights). `grow_from` initialises
+a finer variant from a trained coarser one (the paper's staged training; `config.model.init_from`
+names the coarser run's workdir).
 """
 
 from typing import Sequence
@@ -108,6 +110,36 @@ class Model(nnx.Module):
       up2.append(up)
     return dict(blocks=blocks, classifier=fused, score_pool=score_pool, up2=up2,
                 final_up=scores.layers[-1], fusions=fusions)
+
+  def grow_from(self, coarser: 'Model') -> None:
+    """Initialises this net from a trained coarser variant, as Long et al. train FCN-16s
+    from FCN-32s and FCN-8s from FCN-16s: the VGG blocks, fc6-fc7-score_fr, and the coarser
+    net's skip scores and x2 up-samplers are copied; the new skip's scores stay
+    zero-initialised and the new up-samplers bilinear. So at step 0 the new fusion adds
+    nothing: its output is the coarser net's scores up-sampled by 2. (The whole output is
+    not the coarser net's: the new path's x2-then-x16 bilinear up-sampling is not the
+    coarser x32 one, whose trained kernel has no place in the finer net; as in the paper.)
+    """
+    if VARIANTS[self.name] <= VARIANTS[coarser.name]:
+      raise errors.ConfigError(f'{self.name} grows from a coarser FCN (fewer skips), not from '
+                               f'{coarser.name}')
+    mine, theirs = self.parts(), coarser.parts()
+    pairs = list(zip(mine['blocks'], theirs['blocks'])) + [(mine['classifier'],
+                                                            theirs['classifier'])]
+    # Skip scores and up-samplers by the block they read (range(first_skip, 5)).
+    offset = coarser.first_skip - self.first_skip
+    pairs += list(zip(mine['score_pool'][offset:], theirs['score_pool']))
+    pairs += list(zip(mine['up2'][offset:], theirs['up2']))
+    copies = []
+    for target, source in pairs:
+      want, have = nnx.state(target, nnx.Param), nnx.state(source, nnx.Param)
+      shapes = [jax.tree.map(lambda v: v.shape, s) for s in (want, have)]
+      if shapes[0] != shapes[1]:
+        raise errors.ConfigError(f'{coarser.name} does not fit {self.name}: the coarser run '
+                                 'has other widths, fc_width, classes or input channels')
+      copies.append((target, have))
+    for target, state in copies:  # only once every part fits
+      nnx.update(target, state)
 
   def crop_offsets(self, size: Sequence[int]) -> dict[str, tuple[int, int]]:
     """Crop offsets (rows, cols) of every fusion and of the final crop, for an input `size`."""
