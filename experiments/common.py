@@ -186,13 +186,17 @@ def load_split(data: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray,
 
 
 def predicted_labels(model: nnx.Module, images: np.ndarray, batch: int = 256) -> np.ndarray:
-  """Top-1 labels of a classifier returning `(N, K)` logits, in batches of one shape."""
+  """Top-1 labels of a classifier returning `(N, K)` logits, in batches of one shape. A net
+  returning a score map `(N, H', W', K)` (a convolutionalized classifier on a larger image)
+  gives each image the class of its highest score anywhere in the map (max over positions)."""
   out = []
   for first in range(0, len(images), batch):
     chunk = images[first:first + batch]
     padded = np.concatenate([chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]),
                                              chunk.dtype)]) if len(chunk) < batch else chunk
     logits = inference.predict(model, padded)[:len(chunk)]
+    if logits.ndim == 4:
+      logits = logits.max(axis=(1, 2))
     out.append(logits.reshape(len(chunk), -1).argmax(-1))
   return np.concatenate(out)
 

@@ -116,6 +116,12 @@ def test_gap_vs_dense(tmp_path):
     assert cells[f'{name}/28x28']['accuracy']['low'] > 0.3
   assert numbers['params']['dense']['head'] > 100 * numbers['params']['gap']['head']
   assert 'cannot take an input of size' in numbers['errors']['dense']
+  # Convolutionalized, the dense net runs on larger inputs, and on the training size it is
+  # the dense net (the same predictions, so the same histogram).
+  assert cells['fcn/56x56']['ran'] and cells['fcn/canvas84']['ran']
+  assert cells['fcn/28x28']['histogram'] == cells['dense/28x28']['histogram']
+  assert sum(cells['gap/28x28']['histogram']) == numbers['test_digits']
+  assert set(numbers['gap_vs_fcn']) >= {'28x28', '56x56', 'canvas56', 'canvas84'}
 
 
 def test_nin(tmp_path):
