@@ -126,10 +126,16 @@ def test_gap_vs_dense(tmp_path):
 
 def test_nin(tmp_path):
   numbers = _run('nin', tmp_path)
-  summary = numbers['summary']
-  assert summary['gap']['params'] < summary['dense']['params']
-  assert summary['gap']['head_params'] == 64 * 10 + 10
-  assert all(summary[h]['accuracy']['low'] > 0.3 for h in ('gap', 'dense'))  # chance 0.1
+  params = numbers['params']
+  assert params['gap']['total'] < params['dense']['total']
+  assert params['gap']['head'] == 64 * 10 + 10
+  regimes = numbers['regimes']
+  assert [r['fraction'] for r in regimes] == [25]
+  assert 340 < regimes[0]['train_digits'] < 380  # a quarter of the 1,438 training digits
+  for r in regimes:
+    for head in ('gap', 'dense'):
+      assert r[head]['test']['low'] > 0.3  # chance 0.1
+      assert r[head]['train']['estimate'] >= r[head]['test']['estimate'] - 0.05
 
 
 def test_padding(tmp_path):
