@@ -144,15 +144,16 @@ def quick_training(config: ml_collections.ConfigDict, steps: int, batch_size: in
   config.log_every = max(1, steps // 5)
 
 
-def median_time(fn: Callable[[], Any], repeats: int = 5) -> float:
-  """Median wall time of `fn()` in seconds over `repeats` calls after one warm-up call."""
-  fn()
+def wall_times(fn: Callable[[], Any], repeats: int = 5) -> list[float]:
+  """Wall times of `fn()` in seconds over `repeats` calls after one warm-up call; `fn`'s
+  result is waited for (`jax.block_until_ready`), so asynchronous dispatch is not timed short."""
+  jax.block_until_ready(fn())
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
-    fn()
+    jax.block_until_ready(fn())
     times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+  return times
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
