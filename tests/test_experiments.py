@@ -170,6 +170,18 @@ def test_fcn_skips(tmp_path):
     assert config['model']['init_from'] == str(tmp_path / f'{coarse}_seed0')
 
 
+def test_digits_canvas(tmp_path):
+  numbers = _run('digits_canvas', tmp_path)
+  rows = numbers['rows']
+  assert [(r['net'], r['size']) for r in rows] == [
+      (n, s) for n in ('dense', 'gap', 'nin') for s in (64, 128)]
+  for r in rows:
+    assert r['digits'] > 0 and 0 <= r['f1']['estimate'] <= 1
+    assert ('f1_vs_largest' in r) == (r['size'] == 64)
+  for thresholds in numbers['thresholds'].values():  # chosen on validation, one per seed
+    assert len(thresholds) == 1 and 0.3 <= thresholds[0] <= 0.99
+
+
 def test_unet(tmp_path):
   numbers = _run('unet', tmp_path)
   rows = numbers['rows']

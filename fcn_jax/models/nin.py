@@ -67,6 +67,13 @@ class Model(nnx.Module):
                            self.num_classes, geometry.count_params(self.dense))
     return geometry.chain(self.name, self.mlpconv.geometry, dense)
 
+  def score_map(self, x: jax.Array) -> jax.Array:
+    """Per-position class scores `(N, H', W', K)` before global average pooling (the net
+    run densely; head='gap' only)."""
+    if self.head != 'gap':
+      raise errors.ConfigError("score_map needs head='gap' (a dense head has no score map)")
+    return self.mlpconv(x)
+
   def __call__(self, x: jax.Array) -> jax.Array:
     geometry.check(self, x.shape)
     if self.head == 'gap':
