@@ -60,6 +60,9 @@ class Record:
 
   def __init__(self, workdir: str, quick: bool):
     self.workdir, self.quick = workdir, quick
+    # The commit of the code this process runs: taken now, not when the results are written
+    # (the tree may be edited or moved to another commit while a long experiment runs).
+    self.source = fcn_provenance.source()
     self.configs: dict[str, ml_collections.ConfigDict] = {}
     self.training: dict[str, dict] = {}
     self.evaluations: dict[str, dict] = {}  # run -> {split: [evaluate.SizeResult]}
@@ -80,7 +83,7 @@ class Record:
   def write(self, numbers: dict, render: Callable[[dict], tuple[str, list[str]]]) -> str:
     """`results.json` (`numbers` with 'provenance' and 'training' added) and `results.md`
     rendered from it."""
-    numbers = {**numbers, 'provenance': provenance(self.configs, self.quick),
+    numbers = {**numbers, 'provenance': provenance(self.configs, self.quick, self.source),
                'training': self.training}
     numbers = json.loads(json.dumps(numbers, default=_plain))  # what a reader of the file sees
     files.write_text(os.path.join(self.workdir, 'results.json'), json.dumps(numbers, indent=1))
@@ -105,13 +108,17 @@ def training_summary(workdir: str, steps: int) -> dict:
           'last_loss': logged[-1]['train_loss'], 'train_seconds': steps / rate}
 
 
-def provenance(configs: dict[str, ml_collections.ConfigDict], quick: bool) -> dict:
-  """Where numbers come from: commit, dirty tree, config hash, date, command, seeds, machine."""
+def provenance(configs: dict[str, ml_collections.ConfigDict], quick: bool,
+               started: dict | None = None) -> dict:
+  """Where numbers come from: commit, dirty tree, config hash, date, command, seeds, machine.
+  `started`: `fcn_provenance.source()` when the run began, whose commit and dirty state are
+  the code's (the date is the results' own)."""
   resolved = {name: json.loads(c.to_json_best_effort()) for name, c in sorted(configs.items())}
   main_module = sys.modules['__main__'].__spec__
   here = fcn_provenance.source()
+  started = started or here
   return {
-      'commit': here['commit'], 'dirty': here['dirty'],
+      'commit': started['commit'], 'dirty': started['dirty'],
       'config_hash': hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16],
       'date': here['date'],
       'command': ' '.join(['python -m', main_module.name.removesuffix('.__main__') if main_module

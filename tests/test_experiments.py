@@ -194,3 +194,15 @@ def test_unet(tmp_path):
   assert numbers['tiled_max_abs_diff'] <= 1e-4
 
 
+
+
+def test_provenance_is_the_code_at_the_start_of_the_run(tmp_path, monkeypatch):
+  """A tree edited or moved to another commit while an experiment runs does not relabel it."""
+  from fcn_jax import provenance as fcn_provenance  # pylint: disable=g-import-not-at-top
+  state = {'commit': 'a' * 40, 'dirty': False, 'date': '2026-01-01 00:00 UTC', 'machine': 'm'}
+  monkeypatch.setattr(fcn_provenance, 'source', lambda: dict(state))
+  record = common.Record(str(tmp_path), quick=True)
+  state.update(commit='b' * 40, dirty=True, date='2026-01-02 00:00 UTC')  # edited meanwhile
+  record.write({'x': 1}, lambda numbers: ('T', []))
+  p = json.loads((tmp_path / 'results.json').read_text())['provenance']
+  assert (p['commit'], p['dirty'], p['date']) == ('a' * 40, False, '2026-01-02 00:00 UTC')
