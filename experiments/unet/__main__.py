@@ -108,16 +108,19 @@ def overlap_tile(model, image: np.ndarray, mode: str = 'symmetric',
 
 
 def test_images(size, count: int, seed: int = 777):
-  """`count` new cell images of `size`: (image (H, W, 1) in [0, 1], instance ids (H, W))."""
+  """`count` new cell images of `size`: (image (H, W, 1) in [0, 1], instance ids (H, W), gap
+  pixels (H, W): background whose separation weight exceeds GAP_WEIGHT), each computed once."""
   for i in range(count):
     cells = synthetic.cells_example(np.random.default_rng((seed, *size, i)), *size)
-    yield cells['image'].astype(np.float32) / 255.0, cells['instances'][..., 0].astype(np.int32)
+    ids = cells['instances'][..., 0].astype(np.int32)
+    gaps = (ids == 0) & (segmentation.unet_weight_map(ids, class_weights=(0.0, 0.0)) >
+                         GAP_WEIGHT)
+    yield cells['image'].astype(np.float32) / 255.0, ids, gaps
 
 
-def counts(pred_ids: np.ndarray, ids: np.ndarray) -> dict[str, list]:
+def counts(pred_ids: np.ndarray, ids: np.ndarray, gaps: np.ndarray) -> dict[str, list]:
   """One image's additive counts for `fcn_jax.stats`, from predicted and true instance ids."""
   pred, truth = pred_ids > 0, ids > 0
-  gaps = ~truth & (segmentation.unet_weight_map(ids, class_weights=(0.0, 0.0)) > GAP_WEIGHT)
   m = instances.match(ids, pred_ids)
   return {'iou': [int((pred & truth).sum()), int((pred | truth).sum())],
           'gap': [int((~pred & gaps).sum()), int(gaps.sum())],
@@ -151,7 +154,8 @@ def run(workdir: str, quick: bool) -> dict:
   failed = {}
   tiled_error = 0.0
   for size in sizes:  # the baseline learns nothing: the same counts for every seed
-    per_image = [counts(instances.otsu_watershed(image), ids) for image, ids in images[size]]
+    per_image = [counts(instances.otsu_watershed(image), ids, gaps)
+                 for image, ids, gaps in images[size]]
     for key in per_image[0]:
       measured['otsu_watershed', size, key] = [np.array([c[key] for c in per_image])] * len(seeds)
     examples['otsu_watershed', size] = instances.otsu_watershed(images[size][0][0])
@@ -161,12 +165,12 @@ def run(workdir: str, quick: bool) -> dict:
       predicted_classes = set()
       for size in sizes:
         per_image, band = [], []
-        for i, (image, ids) in enumerate(images[size]):
+        for i, (image, ids, gaps) in enumerate(images[size]):
           logits = overlap_tile(model, image)
           pred = logits.argmax(-1) == 1
           predicted_classes.update(np.unique(pred).tolist())
           pred_ids = instances.label(pred)
-          per_image.append(counts(pred_ids, ids))
+          per_image.append(counts(pred_ids, ids, gaps))
           if seed == seeds[0] and i == 0:
             examples[method, size] = pred_ids
           if method == 'weights':
@@ -198,7 +202,7 @@ def run(workdir: str, quick: bool) -> dict:
   rows = []
   for size in sizes:
     row = {'size': list(size), 'images': len(images[size]),
-           'cells': int(sum(ids.max() for _, ids in images[size]))}
+           'cells': int(sum(ids.max() for _, ids, _ in images[size]))}
     for method in METHODS:
       for key in ('iou', 'gap', 'f1', 'merges', 'splits', 'rand'):
         row[f'{key}_{method}'] = common.interval_dict(
@@ -225,7 +229,7 @@ def run(workdir: str, quick: bool) -> dict:
                             squeeze=False)
   for ax_row, method in zip(axes, METHODS):
     for ax, size in zip(ax_row, sizes):
-      image, ids = images[size][0]
+      image, ids, _ = images[size][0]
       grey = np.repeat(image, 3, axis=-1)
       ax.imshow(skimage_segmentation.mark_boundaries(grey, examples[method, size],
                                                      color=(1, 0.8, 0)))
