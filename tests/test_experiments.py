@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 
 from experiments import common
@@ -179,7 +180,23 @@ def test_digits_canvas(tmp_path):
     assert r['digits'] > 0 and 0 <= r['f1']['estimate'] <= 1
     assert ('f1_vs_largest' in r) == (r['size'] == 64)
   for thresholds in numbers['thresholds'].values():  # chosen on validation, one per seed
-    assert len(thresholds) == 1 and 0.3 <= thresholds[0] <= 0.99
+    assert len(thresholds) == 1 and np.isfinite(thresholds[0])
+
+
+def test_digits_canvas_threshold_is_the_best_validation_peak_score():
+  from experiments.digits_canvas import __main__ as digits_canvas
+  # Peaks scored 5, 4, 3, 3, 1 (true, false, true, true, false) and one true cell that is no
+  # peak: calling >= 3 gives tp 3, fp 1, fn 1 (F1 0.75), better than >= 5 (0.4), >= 4 (1/3)
+  # or >= 1 (2/3); the tie at 3 is called whole.
+  canvas = lambda score, peak, truth: {'confidence': np.array(score, float),
+                                       'peak': np.array(peak), 'truth': np.array(truth)}
+  scored = [canvas([5, 4, 0.5], [True, True, False], [True, False, True]),
+            canvas([3, 3, 1], [True, True, True], [True, True, False])]
+  assert digits_canvas.best_threshold(scored) == 3.0
+  counts = sum(digits_canvas.counts(c, 3.0) for c in scored)
+  assert list(counts) == [3, 1, 1]
+  # Nothing worth calling: no threshold calls anything.
+  assert digits_canvas.best_threshold([canvas([2], [True], [False])]) == float('inf')
 
 
 def test_unet(tmp_path):
