@@ -252,6 +252,10 @@ def render(numbers: dict) -> tuple[str, list[str]]:
               ', '.join(f'{r[f"{k}_vs_largest"]["verdict"]} at {r["size"]}²' for r in mine))
     verdicts.append(f'{NAMES[name]}: against {largest}² canvases, cell F1 is {said("f1")}; '
                     f'class accuracy is {said("class_accuracy")}.')
+  levels = '; '.join(
+      f'{NAMES[r["net"]]}: cell F1 {common.ci(r["f1"])}, class accuracy '
+      f'{common.ci(r["class_accuracy"])}' for r in rows if r['size'] == largest)
+  verdicts.append(f'Levels on the {largest}² canvases: {levels}.')
   thresholds = '; '.join(f'{NAMES[n]} {", ".join(f"{t:.1f}" for t in ts)}'
                          for n, ts in numbers['thresholds'].items())
   return 'Real handwriting: digit classifiers run densely on canvases of any size', [
