@@ -102,8 +102,9 @@ def canvases(split: str, size: int, count: int, seed: int) -> list[dict]:
 
 
 def cell_scores(net: nnx.Module, canvas: dict) -> dict:
-  """One canvas through a net: per scored cell its probabilities and whether it is a local
-  maximum, the digits' cells and labels."""
+  """One canvas through a net: per scored cell its detection score ('confidence': the top
+  class's log-odds), whether it is a local maximum, whether a digit's centre lies in it, and
+  per digit whether its cell's top class is its label."""
   image = canvas['image'].astype(np.float32) / 255.0
   logits = np.asarray(inference.predict(net, image), np.float64)
   top = logits.argmax(-1)

@@ -154,11 +154,12 @@ def run(workdir: str, quick: bool) -> dict:
   failed = {}
   tiled_error = 0.0
   for size in sizes:  # the baseline learns nothing: the same counts for every seed
-    per_image = [counts(instances.otsu_watershed(image), ids, gaps)
-                 for image, ids, gaps in images[size]]
+    labelled = [instances.otsu_watershed(image) for image, _, _ in images[size]]
+    per_image = [counts(pred_ids, ids, gaps)
+                 for pred_ids, (_, ids, gaps) in zip(labelled, images[size])]
     for key in per_image[0]:
       measured['otsu_watershed', size, key] = [np.array([c[key] for c in per_image])] * len(seeds)
-    examples['otsu_watershed', size] = instances.otsu_watershed(images[size][0][0])
+    examples['otsu_watershed', size] = labelled[0]
   for seed in seeds:
     for method in ('weights', 'no_weights'):
       model = record.train(_config(method == 'weights', quick, seed), f'{method}_seed{seed}')
