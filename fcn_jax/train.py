@@ -14,7 +14,8 @@ Selection apart from reporting: the `config.data.validation_split` is evaluated
 every `eval_every` steps and at the end (scalars `validation/<H>x<W>/<metric>`,
 what sweeps optimise and any choice of a setting should read); the
 `config.data.eval_split` (the test split) is evaluated once, at the end, and is
-what `results.md` reports (scalars `test/<H>x<W>/<metric>`). With
+what `results.md` reports (scalars `test/<H>x<W>/<metric>`); where the two name the same
+split (an experiment that scores its test split itself), the closing evaluation runs once. With
 `config.early_stopping.patience` set, training ends early once the validation metric stops
 rising (`fcn_jax.early_stopping`).
 
@@ -308,7 +309,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   checkpoints.wait_until_finished()
   if config.data.get('validation_split') and validated_at != step:
     validation = _evaluate(model, config, writer, step, workdir, config.data.validation_split)
-  results = _evaluate(model, config, writer, step, workdir, config.data.eval_split)
+  if config.data.eval_split == config.data.get('validation_split'):
+    results = validation  # the same split at the same step: evaluated once
+  else:
+    results = _evaluate(model, config, writer, step, workdir, config.data.eval_split)
   _write_results(model, config, results, step, workdir)
   return {'train_loss': last_loss, 'results': results, 'validation': validation, 'step': step,
           'early_stopped': bool(stopping and stopping.stopped_at is not None),

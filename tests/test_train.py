@@ -69,6 +69,17 @@ def test_validation_is_evaluated_during_training_and_test_once(data_dir, tmp_pat
   assert '`test` images' in (tmp_path / 'results.md').read_text()
 
 
+def test_a_split_that_is_both_validation_and_reported_is_evaluated_once(data_dir, tmp_path):
+  config = runlocal('default', data_dir, num_train_steps=4, eval_every=2)
+  config.data.eval_split = config.data.validation_split
+  out = train.train_and_evaluate(config, str(tmp_path))
+  with open(tmp_path / 'metrics.jsonl') as f:
+    evaluations = [(r['step'], r['split']) for r in map(json.loads, f) if 'split' in r]
+  assert evaluations == [(2, 'validation'), (4, 'validation')]
+  assert out['results'] is out['validation']
+  assert '`validation` images' in (tmp_path / 'results.md').read_text()
+
+
 def test_catalog_config_trains_on_mock_data(monkeypatch, tmp_path):
   with mock_catalog.mock_catalog(monkeypatch, num_examples=4):
     out = train.train_and_evaluate(runlocal('pets_unet', None), str(tmp_path))
