@@ -188,7 +188,7 @@ def test_digits_canvas_threshold_is_the_best_validation_peak_score():
   # Peaks scored 5, 4, 3, 3, 1 (true, false, true, true, false) and one true cell that is no
   # peak: calling >= 3 gives tp 3, fp 1, fn 1 (F1 0.75), better than >= 5 (0.4), >= 4 (1/3)
   # or >= 1 (2/3); the tie at 3 is called whole.
-  canvas = lambda score, peak, truth: {'confidence': np.array(score, float),
+  canvas = lambda score, peak, truth: {'score': np.array(score, float),
                                        'peak': np.array(peak), 'truth': np.array(truth)}
   scored = [canvas([5, 4, 0.5], [True, True, False], [True, False, True]),
             canvas([3, 3, 1], [True, True, True], [True, True, False])]
@@ -197,6 +197,16 @@ def test_digits_canvas_threshold_is_the_best_validation_peak_score():
   assert list(counts) == [3, 1, 1]
   # Nothing worth calling: no threshold calls anything.
   assert digits_canvas.best_threshold([canvas([2], [True], [False])]) == float('inf')
+
+
+def test_digits_canvas_peaks_include_the_border_at_any_score():
+  from experiments.digits_canvas import __main__ as digits_canvas
+  score = np.array([[-2.0, -3.0, -4.0],
+                    [-3.0, -5.0, -1.5],
+                    [-6.0, -5.0, -7.0]])
+  assert digits_canvas.local_peaks(score).tolist() == [[True, False, False],
+                                                       [False, False, True],
+                                                       [False, False, False]]
 
 
 def test_unet(tmp_path):

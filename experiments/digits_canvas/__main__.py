@@ -101,23 +101,28 @@ def canvases(split: str, size: int, count: int, seed: int) -> list[dict]:
                                  digits[index], labels[index]) for k in range(count)]
 
 
+def local_peaks(score: np.ndarray) -> np.ndarray:
+  """Where a 2-D score map is at least each of its 8 neighbours (outside the map counts as
+  -inf: a log-odds score can be any real number)."""
+  padded = np.pad(score, 1, constant_values=-np.inf)
+  neighbours = np.stack([padded[1 + dy:1 + dy + score.shape[0], 1 + dx:1 + dx + score.shape[1]]
+                         for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+  return score >= neighbours.max(0)
+
+
 def cell_scores(net: nnx.Module, canvas: dict) -> dict:
-  """One canvas through a net: per scored cell its detection score ('confidence': the top
+  """One canvas through a net: per scored cell its detection score ('score': the top
   class's log-odds), whether it is a local maximum, whether a digit's centre lies in it, and
   per digit whether its cell's top class is its label."""
   image = canvas['image'].astype(np.float32) / 255.0
   logits = np.asarray(inference.predict(net, image), np.float64)
   top = logits.argmax(-1)
   others = np.where(np.arange(logits.shape[-1]) == top[..., None], -np.inf, logits)
-  confidence = -special.logsumexp(others - logits.max(-1, keepdims=True), axis=-1)  # log-odds
-  padded = np.pad(confidence, 1, constant_values=-1)
-  neighbours = np.stack([padded[1 + dy:1 + dy + confidence.shape[0],
-                                1 + dx:1 + dx + confidence.shape[1]]
-                         for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
-  peak = confidence >= neighbours.max(0)
+  score = -special.logsumexp(others - logits.max(-1, keepdims=True), axis=-1)  # log-odds
+  peak = local_peaks(score)
   fields = geometry.of(net).field(image.shape[:2])
   centres = [float(f.centre) + float(f.jump) * np.arange(n)
-             for f, n in zip(fields, confidence.shape)]
+             for f, n in zip(fields, score.shape)]
   jump = float(fields[0].jump)
   scored = [(c >= INSET) & (c < n - INSET) for c, n in zip(centres, image.shape[:2])]
   digits = []  # (row, col) of the cell holding each scored digit's centre, and its label
@@ -126,19 +131,19 @@ def cell_scores(net: nnx.Module, canvas: dict) -> dict:
       continue
     i = int(np.floor((cy - centres[0][0]) / jump + 0.5))
     j = int(np.floor((cx - centres[1][0]) / jump + 0.5))
-    if 0 <= i < confidence.shape[0] and 0 <= j < confidence.shape[1]:
+    if 0 <= i < score.shape[0] and 0 <= j < score.shape[1]:
       digits.append((i, j, int(label)))
-  truth = np.zeros(confidence.shape, bool)
+  truth = np.zeros(score.shape, bool)
   for i, j, _ in digits:
     truth[i, j] = True
   mask = scored[0][:, None] & scored[1][None, :]
-  return {'confidence': confidence[mask], 'peak': peak[mask], 'truth': truth[mask],
+  return {'score': score[mask], 'peak': peak[mask], 'truth': truth[mask],
           'class_correct': [int(top[i, j] == label) for i, j, label in digits]}
 
 
 def counts(scored: dict, threshold: float) -> np.ndarray:
   """(tp, fp, fn) of one canvas's cells at `threshold`."""
-  called = scored['peak'] & (scored['confidence'] >= threshold)
+  called = scored['peak'] & (scored['score'] >= threshold)
   return np.array([(called & scored['truth']).sum(), (called & ~scored['truth']).sum(),
                    (~called & scored['truth']).sum()])
 
@@ -147,7 +152,7 @@ def best_threshold(scored: list[dict]) -> float:
   """The threshold with the best pooled cell F1 over canvases `scored` (`cell_scores`):
   among the scores of their peaks, every distinct value is tried (a threshold between two
   values calls what the lower one calls), and infinity (call nothing) if nothing helps."""
-  score = np.concatenate([c['confidence'][c['peak']] for c in scored])
+  score = np.concatenate([c['score'][c['peak']] for c in scored])
   true = np.concatenate([c['truth'][c['peak']] for c in scored])
   digits = sum(int(c['truth'].sum()) for c in scored)
   order = np.argsort(-score, kind='stable')
