@@ -233,3 +233,44 @@ def test_provenance_is_the_code_at_the_start_of_the_run(tmp_path, monkeypatch):
   record.write({'x': 1}, lambda numbers: ('T', []))
   p = json.loads((tmp_path / 'results.json').read_text())['provenance']
   assert (p['commit'], p['dirty'], p['date']) == ('a' * 40, False, '2026-01-02 00:00 UTC')
+
+
+def test_regenerate_lists_every_experiment():
+  from experiments import regenerate
+  assert sorted(regenerate.EXPERIMENTS) == EXPERIMENTS
+
+
+def test_regenerate_copies_results_at_one_clean_commit(tmp_path):
+  from experiments import regenerate
+  from fcn_jax import errors
+  results = tmp_path / 'experiments'
+  for name in ('nin', 'unet'):
+    (results / name).mkdir(parents=True)
+  ran = []
+
+  def run(name, workdir, log):  # writes what an experiment writes; unet fails the 2nd time
+    ran.append(name)
+    if name == 'unet' and ran.count('unet') > 1:
+      return 1
+    os.makedirs(os.path.join(workdir, 'run_seed0'), exist_ok=True)
+    for file in ('results.json', 'results.md', 'plot.png', 'run_seed0/examples.png'):
+      pathlib.Path(workdir, file).write_text(f'{name} {file}')
+    return 0
+
+  clean = {'commit': 'a' * 40, 'dirty': False, 'date': 'today'}
+  work = str(tmp_path / 'runs')
+  assert regenerate.regenerate(['nin', 'unet'], work, clean, str(results), run) == ['nin', 'unet']
+  assert sorted(p.name for p in (results / 'nin').iterdir()) == ['plot.png', 'results.json',
+                                                                 'results.md']
+  assert (results / 'unet' / 'results.md').read_text() == 'unet results.md'
+  # A failure names its log; a dirty tree, another commit or an unknown name is refused
+  # before anything runs.
+  with pytest.raises(RuntimeError, match='unet.log'):
+    regenerate.regenerate(['unet'], work, clean, str(results), run)
+  ran.clear()
+  for source, names, match in (({**clean, 'dirty': True}, ['nin'], 'clean commit'),
+                               ({**clean, 'commit': 'b' * 40}, ['nin'], 'aaaaaaaaaaaa'),
+                               (clean, ['nope'], 'unknown')):
+    with pytest.raises(errors.UserError, match=match):
+      regenerate.regenerate(names, work, source, str(results), run)
+  assert not ran
