@@ -25,7 +25,7 @@ from configs import default
 from experiments import common
 from fcn_jax import stats
 
-HORIZONS = (1000, 2000, 4000, 8000, 16000)  # the longest is the reference
+HORIZONS = (1000, 2000, 4000, 8000, 16000, 32000)  # the longest is the reference
 SEEDS = (0, 1, 2)
 MARGIN = 0.02  # F1; declared before the run
 
