@@ -110,8 +110,9 @@ def _ratio(sums: np.ndarray) -> np.ndarray:
   return sums[..., 0] / np.maximum(sums[..., 1], 1)
 
 
-def _validation_curve(workdir: str, split: str) -> list[tuple[int, float]]:
-  """(step, validation mean IU averaged over sizes) of every evaluation of a run."""
+def _validation_curve(workdir: str, split: str) -> tuple[list[tuple[int, float]], bool]:
+  """(step, validation mean IU averaged over sizes) of every evaluation of a run, and whether
+  early stopping ended it (both from its metrics.jsonl)."""
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     records = [json.loads(line) for line in f]
   curve = {}
@@ -119,7 +120,7 @@ def _validation_curve(workdir: str, split: str) -> list[tuple[int, float]]:
     if r.get('split') == split:
       values = [v for k, v in r.items() if k.endswith('/mean_iou')]
       curve[r['step']] = float(np.mean(values))
-  return sorted(curve.items())
+  return sorted(curve.items()), any(r.get('early_stopped') for r in records)
 
 
 def run(workdir: str, quick: bool) -> dict:
@@ -133,9 +134,7 @@ def run(workdir: str, quick: bool) -> dict:
       name = f'{variant}_seed{seed}'
       model = record.train(config, name)
       previous = os.path.join(workdir, name)
-      with open(os.path.join(previous, 'metrics.jsonl')) as f:
-        stopped = any(json.loads(line).get('early_stopped') for line in f)
-      curves[name] = _validation_curve(previous, config.data.validation_split)
+      curves[name], stopped = _validation_curve(previous, config.data.validation_split)
       metrics, per_image, example = score(model, config.data, 'test')
       confusion = per_image.sum(0).reshape(int(len(per_image[0]) ** 0.5), -1)
       present = int((confusion.sum(1) > 0).sum())  # classes in the ground truth
