@@ -14,11 +14,14 @@ from fcn_jax import models
 
 @nnx.jit(graph=False, graph_updates=False)
 def _forward(model, images):
-  # The inference view is taken while tracing: outside `jit` it walks the whole module
-  # graph on every call (~5 ms for patch_net, ~18 ms for FCN-8s on this CPU), which
-  # dominated `predict` on small images. Tree mode (`graph=False`): a forward pass changes
-  # no state, so nnx.jit need not track graph updates; it takes ~0.7 ms less per call than
-  # graph mode on patch_net (3.4 -> 2.7 ms per 256^2 call, benchmarks/README.md).
+  # The size check and the inference view run while tracing, once per input shape and model
+  # structure (what the jit cache is keyed on): outside `jit` the view walks the whole module
+  # graph on every call (~5 ms for patch_net, ~18 ms for FCN-8s on this CPU), and the check
+  # costs 0.3 ms (patch_net) to 3 ms (U-Net) per call, which dominated `predict` on small
+  # images. Tree mode (`graph=False`): a forward pass changes no state, so nnx.jit need not
+  # track graph updates; it takes ~0.7 ms less per call than graph mode on patch_net (3.4 ->
+  # 2.7 ms per 256^2 call, benchmarks/README.md).
+  geometry.check(model, images.shape)
   return models.inference_view(model)(images)
 
 
@@ -27,7 +30,6 @@ def predict(model: nnx.Module, image: np.ndarray) -> np.ndarray:
   in one call (for images too large for memory, `predict_tiled`). The model runs in inference
   mode (dropout off, batch norm on running statistics) and is left in the mode it was in."""
   batch = image[None] if image.ndim == 3 else image
-  geometry.check(model, batch.shape)
   out = np.asarray(jax.device_get(_forward(model, np.asarray(batch, np.float32))))
   return out[0] if image.ndim == 3 else out
 
