@@ -18,7 +18,6 @@ import collections
 import dataclasses
 from typing import Any
 
-import jax
 import numpy as np
 from absl import app
 from flax import nnx
@@ -49,16 +48,12 @@ class SizeResult:
   headline: str | None = None  # the metric `interval` is of
 
 
-@nnx.jit(graph=False, graph_updates=False)  # tree mode: a forward pass updates no state
-def _forward(model, image):
-  return model(image)
-
-
 def evaluate(model: nnx.Module, data, *, split: str, max_images: int = 0) -> list[SizeResult]:
   """Metrics per input size on whole images of `split` (see the module docstring).
 
   `model` is run in inference mode and left in the mode it was in.
   """
+  from fcn_jax import inference  # pylint: disable=g-import-not-at-top
   model = models.inference_view(model)
   g = geometry.of(model)
   task = tasks.from_config(data)
@@ -67,7 +62,7 @@ def evaluate(model: nnx.Module, data, *, split: str, max_images: int = 0) -> lis
   shapes, counts, examples = {}, collections.Counter(), {}
   for ex in pipeline.eval_examples(data, g, split, max_images or None):
     size = tuple(ex['size'])
-    logits = np.asarray(jax.device_get(_forward(model, ex['image'])))[0]
+    logits = inference.predict(model, ex['image'])[0]
     target = ex['target']
     groups.setdefault(size, task.metrics(k)).add(logits, target)
     shapes[size] = tuple(logits.shape)
@@ -181,7 +176,7 @@ def by_border(model: nnx.Module, data, *, split: str, edges=BORDER_BINS,
   groups, maps, outputs = {}, {}, collections.Counter()
   for ex in pipeline.eval_examples(data, g, split, max_images or None):
     size = tuple(ex['size'])
-    logits = np.asarray(jax.device_get(_forward(model, ex['image'])))[0]
+    logits = inference.predict(model, ex['image'])[0]
     if size not in maps:
       maps[size] = inference.border_map(model, size)
       if maps[size].shape != logits.shape[:2]:
