@@ -55,6 +55,7 @@ MODELS = {
     'fcn8s': dict(name='fcn', variant='fcn8s', widths=(8, 16, 32, 64, 64), fc_width=128,
                   num_classes=21, dropout=0.0),
 }
+INFER_WARMUP = 10  # untimed calls after the first, inference up to 1024² (workload.timed)
 SIZES = {'fcn8s': (256, 1024), 'user_net': ()}  # inference sizes other than (256, 1024, 4096)
 STEPS = {'fcn8s': 3}  # training steps per timed run other than 10
 FRAMEWORKS = ('jax', 'torch', 'torch.compile')
@@ -168,7 +169,8 @@ def _jax_infer(spec):
   model = _model(spec['model'], spec.get('lowering', 'auto'))
   model.eval()
   x = workload.image(spec['size'])
-  return workload.timed(lambda: inference.predict(model, x), spec['repeats'])
+  return workload.timed(lambda: inference.predict(model, x), spec['repeats'],
+                        warmup=spec.get('warmup', 0))
 
 
 def _jax_matmul_peak(repeats: int, n: int = 2048) -> float:
@@ -292,7 +294,8 @@ def figures(quick: bool = False) -> list[dict]:
                 'steps': STEPS.get(name, steps) if not quick else steps, 'repeats': repeats})
     for size in ((256,) if quick else _sizes(name)):
       out.append({'kind': 'infer', 'model': name, 'size': size,
-                  'repeats': repeats + (2 if size <= 1024 else 0)})
+                  'repeats': repeats + (2 if size <= 1024 else 0),
+                  'warmup': INFER_WARMUP if size <= 1024 and not quick else 0})
   return out
 
 
@@ -367,7 +370,9 @@ def write_table(rows: list[dict], rounds: int, quick: bool) -> None:
            f'(threads: {versions["torch"].get("threads", "?")}), '
            'float32. Every run is a fresh process; fcn_jax and PyTorch eager alternate, '
            f'{rounds} pair(s) per figure, each run the median of {repeats} timed runs '
-           f'({repeats + 2} for inference up to 1024²) after the first. The ratio is per pair, '
+           f'({repeats + 2} for inference up to 1024², after {INFER_WARMUP} untimed calls: a '
+           'fresh process\'s first calls are slower, on both frameworks) after the first. '
+           'The ratio is per pair, '
            'shown as median (min–max over the pairs); rates are the medians over the rounds. '
            '"first" is the first step (JAX: trace + compile; torch.compile: compile). '
            'GFLOP/s: the FLOPs of the same function from XLA\'s cost analysis, per second of '

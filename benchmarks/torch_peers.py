@@ -203,7 +203,7 @@ def _infer(module, spec, compiled):
     with torch.no_grad():
       return model(x)
 
-  return workload.timed(run, spec['repeats'])
+  return workload.timed(run, spec['repeats'], warmup=spec.get('warmup', 0))
 
 
 def _matmul_peak(repeats: int) -> float:

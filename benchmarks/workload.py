@@ -29,15 +29,19 @@ def image(size: int) -> np.ndarray:
   return np.random.default_rng(0).random((1, size, size, 3), dtype=np.float32)
 
 
-def timed(run, repeats: int, inner: int = 1, wait=lambda result: result):
+def timed(run, repeats: int, inner: int = 1, wait=lambda result: result, warmup: int = 0):
   """(seconds of the first call, [seconds of each of `repeats` runs of `inner` calls]).
 
   `wait(result)` blocks until the last call's work is done (JAX dispatches asynchronously:
   `jax.block_until_ready`); it runs after the first call and after each run of `inner` calls.
+  `warmup` untimed calls follow the first: a fresh process's first calls after the compiling
+  one are slower than its later ones (allocator and page-fault warm-up, on both frameworks).
   """
   t0 = time.perf_counter()
   wait(run())
   first = time.perf_counter() - t0
+  for _ in range(warmup):
+    wait(run())
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()

@@ -107,3 +107,13 @@ def test_gpu_benchmark_without_a_gpu_says_so_in_one_line():
   assert out.stderr.strip().splitlines() == [
       'benchmarks.speed --platform=gpu: no GPU for JAX here (JAX finds no GPU (a CUDA jaxlib '
       'plugin and an NVIDIA driver are needed: pip install -r requirements-gpu.txt))']
+
+
+def test_timed_runs_the_warm_up_calls_untimed():
+  from benchmarks import speed, workload
+  calls = []
+  first, times = workload.timed(lambda: calls.append(1), repeats=3, inner=2, warmup=4)
+  assert len(calls) == 1 + 4 + 3 * 2 and len(times) == 3 and first >= 0
+  specs = [s for s in speed.figures() if s['kind'] == 'infer']
+  assert {s['warmup'] for s in specs if s['size'] <= 1024} == {speed.INFER_WARMUP}
+  assert {s['warmup'] for s in specs if s['size'] > 1024} == {0}
