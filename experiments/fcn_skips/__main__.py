@@ -220,6 +220,14 @@ def render(numbers: dict) -> tuple[str, list[str]]:
     reading.append(', '.join(failed) + (' has' if len(failed) == 1 else ' have') +
                    ' one predicted class everywhere, or a mean accuracy within 0.02 of 1/K (K '
                    'classes present): it failed to train and is not ranked.')
+  at_cap = sum(not stopped for v in VARIANTS for stopped in summary[v]['early_stopped'])
+  runs = sum(len(summary[v]['early_stopped']) for v in VARIANTS)
+  if at_cap:
+    reading.append(f'{at_cap} of {runs} stages stopped at the {setup["max_steps"]:,}-step cap '
+                   'with validation mean IU still rising by the stopping rule, not at a '
+                   'plateau: ' + ('every comparison below is' if at_cap == runs else
+                                  'the comparisons below are partly') +
+                   ' between nets still learning.')
   reading += [s['sentence'] for s in numbers['steps']]
   words = [s['verdict'] for s in numbers['steps']]
   if words == ['higher', 'higher']:
