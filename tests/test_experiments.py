@@ -274,3 +274,34 @@ def test_regenerate_copies_results_at_one_clean_commit(tmp_path):
     with pytest.raises(errors.UserError, match=match):
       regenerate.regenerate(names, work, source, str(results), run)
   assert not ran
+
+
+def _fcn_skips_numbers(early_stopped: list[bool], verdicts=('higher', 'higher')) -> dict:
+  """Fabricated fcn_skips numbers: 3 stages x 2 seeds, `early_stopped` per stage and seed."""
+  from experiments.fcn_skips import __main__ as fcn_skips
+  interval = {'estimate': 0.4, 'low': 0.3, 'high': 0.5}
+  summary = {v: {'params': 1000, 'collapsed': False, 'steps': [1600, 1600],
+                 'early_stopped': early_stopped[2 * i:2 * i + 2], 'mean_iou_ci': interval,
+                 'per_image_miou_ci': interval, **{m: 0.5 for m in fcn_skips.METRICS}}
+             for i, v in enumerate(fcn_skips.VARIANTS)}
+  steps = [{'fine': f, 'coarse': c, 'delta': interval, 'per_image_delta': interval,
+            'verdict': w, 'per_image_verdict': w, 'sentence': f'{f} vs {c}: {w}.'}
+           for (c, f), w in zip(zip(fcn_skips.VARIANTS, fcn_skips.VARIANTS[1:]), verdicts)]
+  setup = {'widths': [8], 'fc_width': 64, 'first_padding': 100, 'max_steps': 1600,
+           'batch_size': 8, 'patch_size': 64, 'data': 'fcn_shapes', 'optimizer': 'adam',
+           'learning_rate': 1e-3, 'eval_every': 200, 'patience': 3, 'min_delta': 0.002,
+           'validation_split': 'validation[:25%]'}
+  return {'summary': summary, 'steps': steps, 'setup': setup, 'seeds': [0, 1], 'margin': 0.02,
+          'paper': fcn_skips.PAPER}
+
+
+def test_fcn_skips_verdict_says_which_stages_stopped_at_the_cap():
+  from experiments.fcn_skips import __main__ as fcn_skips
+  verdict = lambda numbers: fcn_skips.render(numbers)[1][-1]
+  text = verdict(_fcn_skips_numbers([False] * 6))
+  assert '6 of 6 stages stopped at the 1,600-step cap' in text
+  assert 'every comparison below is between nets still learning' in text
+  assert 'the paper\'s ordering holds' in text
+  text = verdict(_fcn_skips_numbers([True, True, False, True, True, True], ('higher', 'equivalent')))
+  assert '1 of 6 stages' in text and 'partly' in text and 'is not shown' in text
+  assert 'cap' not in verdict(_fcn_skips_numbers([True] * 6))
