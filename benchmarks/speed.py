@@ -3,6 +3,7 @@ r"""fcn_jax vs PyTorch on the same functions: training and inference throughput,
   python -m benchmarks.speed            # the full table (about 30 minutes on 2 cores)
   python -m benchmarks.speed --rounds=1 # one pair of runs per figure (about 10 minutes)
   python -m benchmarks.speed --quick    # patch_net, batch 8, 256^2, one run (CI smoke run)
+  python -m benchmarks.speed --only=infer:256 --rounds=5  # some figures, printed only
 
 Models (`benchmarks/peers.py` copies the Flax weights into PyTorch; the tests
 check equal outputs): `patch_net` as in the issue (stride-2 3x3 convs 32/64/128,
@@ -15,7 +16,8 @@ alternate, `--rounds` pairs per figure, and each ratio is of one pair:
   64x64x3, fcn_jax as `fcn_jax.train` runs it (placed with `train.place`); the
   first step's time is the compile time (JAX) or first-call overhead (PyTorch);
 * inference: Mpixel/s of `fcn_jax.inference.predict` at 256^2, 1024^2 and 4096^2
-  (FCN-8s: 256^2, 1024^2), batch 1;
+  (FCN-8s: 256^2, 1024^2), batch 1, timed after the first call and, up to 1024^2,
+  INFER_WARMUP untimed ones (a fresh process's first calls are slower on both frameworks);
 * achieved GFLOP/s (the FLOPs of the step from XLA's cost analysis) against the
   measured float32 matmul peak of the machine (2048^2 matmuls).
 
@@ -314,10 +316,11 @@ def main(argv):
     return gpu()
   quick = FLAGS.quick
   rounds = 1 if quick else FLAGS.rounds
+  specs = select(figures(quick), FLAGS.only)
   with tempfile.TemporaryDirectory() as folder:
     rows = [_child({'kind': 'matmul', 'framework': f, 'repeats': 3 if quick else 10}, folder)
             for f in ('jax', 'torch')]
-    for spec in figures(quick):
+    for spec in specs:
       # fcn_jax and PyTorch eager alternate, `rounds` pairs (each its own fresh process), so
       # every ratio is of two runs taken side by side; torch.compile runs once.
       for _ in range(rounds):
@@ -325,7 +328,20 @@ def main(argv):
           rows.append(_child({**spec, 'framework': framework}, folder))
       if not quick:
         rows.append(_child({**spec, 'framework': 'torch.compile'}, folder))
-  write_table(rows, rounds, quick)
+  write_table(rows, rounds, quick, save=not quick and not FLAGS.only)
+
+
+def select(specs: list[dict], only: list[str]) -> list[dict]:
+  """The figures named by `only` (`kind[:size]` each, e.g. `infer:256`; all when empty)."""
+  if not only:
+    return specs
+  chosen = [s for s in specs if any(
+      pattern.split(':')[0] == s['kind'] and
+      (':' not in pattern or pattern.split(':')[1] == str(s['size'])) for pattern in only)]
+  if not chosen:
+    raise app.UsageError(f'--only={",".join(only)} names no figure; use kind[:size] with kind '
+                         'train or infer, e.g. infer:256')
+  return chosen
 
 
 def _before() -> tuple[str, str, list[dict]]:
@@ -350,19 +366,23 @@ def _ratio(jax_rows: list[dict], torch_rows: list[dict]) -> str:
   return text
 
 
-def write_table(rows: list[dict], rounds: int, quick: bool) -> None:
-  """The "fcn_jax vs PyTorch" section from the measured rows (README and speed.json unless
-  `quick`), with the fcn_jax figures of the --before run beside them."""
+def write_table(rows: list[dict], rounds: int, quick: bool, save: bool | None = None) -> None:
+  """The "fcn_jax vs PyTorch" section from the measured rows, printed, and with `save`
+  (default: not `quick`) written to the README and speed.json; with the fcn_jax figures of the
+  --before run beside them."""
+  save = not quick if save is None else save
   shown = list({(r['kind'], r['model'], r['size']): r for r in rows
                   if r['kind'] != 'matmul'}.values())
-  batch = next(r['batch'] for r in shown if r['kind'] == 'train')
-  repeats = next(r['repeats'] for r in shown if r['kind'] == 'train')
+  batch = next((r['batch'] for r in shown if r['kind'] == 'train'), 64)
+  repeats = next((r['repeats'] for r in shown if r['kind'] == 'train'),
+                 max(r['repeats'] for r in shown) - 2)
   before_file, before_setup, before = ('', '', []) if quick else _before()
   peak = max(r.get('gflops', 0) for r in rows if r['kind'] == 'matmul')
   versions = {f: next((r for r in rows if r['framework'] == f and 'error' not in r), {})
               for f in ('jax', 'torch')}
   lines = [SECTION, '',
-           f'`python -m benchmarks.speed{" --quick" if quick else f" --rounds={rounds}"}` on '
+           f'`python -m benchmarks.speed{" --quick" if quick else f" --rounds={rounds}"}'
+           f'{"" if save or quick else " --only=" + ",".join(FLAGS.only)}` on '
            f'{cpu_name()}; '
            f'Python {platform.python_version()}, jax {versions["jax"].get("jax", "?")} '
            f'({versions["jax"].get("devices", "?")} CPU devices); in its own Python, torch '
@@ -415,7 +435,7 @@ def write_table(rows: list[dict], rounds: int, quick: bool) -> None:
     lines += ['', 'Not measured: ' + '; '.join(errors)]
   text = '\n'.join(lines) + '\n'
   print(text)
-  if not quick:
+  if save:
     with open(JSON, 'w') as f:
       json.dump(rows, f, indent=1)
     report.write_section(text)
@@ -493,5 +513,7 @@ if __name__ == '__main__':
   flags.DEFINE_bool('rewrite', False, 'Only rewrite the README section from speed.json.')
   flags.DEFINE_enum('before', 'restructuring', [*BEFORE, ''],
                     'The earlier run shown beside this one ("" for none).')
+  flags.DEFINE_list('only', [], 'Only these figures, kind[:size] each (e.g. infer:256): the '
+                    'table is printed, not written to the README or speed.json.')
   flags.DEFINE_string('one', None, 'Internal: measure one figure (JSON spec) and print it.')
   app.run(main)

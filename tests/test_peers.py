@@ -117,3 +117,16 @@ def test_timed_runs_the_warm_up_calls_untimed():
   specs = [s for s in speed.figures() if s['kind'] == 'infer']
   assert {s['warmup'] for s in specs if s['size'] <= 1024} == {speed.INFER_WARMUP}
   assert {s['warmup'] for s in specs if s['size'] > 1024} == {0}
+
+
+def test_speed_only_selects_figures_by_kind_and_size():
+  from absl import app
+  from benchmarks import speed
+  specs = speed.figures()
+  chosen = speed.select(specs, ['infer:256'])
+  assert chosen and {(s['kind'], s['size']) for s in chosen} == {('infer', 256)}
+  assert {s['model'] for s in chosen} == {'patch_net', 'unet', 'fcn8s'}
+  assert speed.select(specs, ['train']) == [s for s in specs if s['kind'] == 'train']
+  assert speed.select(specs, []) == specs
+  with pytest.raises(app.UsageError, match='names no figure'):
+    speed.select(specs, ['infer:300'])
