@@ -305,3 +305,20 @@ def test_fcn_skips_verdict_says_which_stages_stopped_at_the_cap():
   text = verdict(_fcn_skips_numbers([True, True, False, True, True, True], ('higher', 'equivalent')))
   assert '1 of 6 stages' in text and 'partly' in text and 'is not shown' in text
   assert 'cap' not in verdict(_fcn_skips_numbers([True] * 6))
+
+
+def test_fcn_skips_setup_states_the_grown_stages_learning_rate():
+  from experiments.fcn_skips import __main__ as fcn_skips
+  setup_text = lambda numbers: next(s for s in fcn_skips.render(numbers)[1]
+                                    if s.startswith('**Setup.**'))
+  numbers = _fcn_skips_numbers([True] * 6)
+  assert 'the grown stages at a tenth of it' in setup_text(numbers)  # runs before it was recorded
+  numbers['setup']['grown_learning_rate'] = 1e-3
+  assert 'the grown stages too' in setup_text(numbers)
+  numbers['setup']['grown_learning_rate'] = 3e-4
+  assert 'the grown stages at 0.0003' in setup_text(numbers)
+  # The run's own configs: the grown stages train at GROWN_LEARNING_RATE.
+  assert fcn_skips._config('fcn16s', False, 0, 'x').optimizer.learning_rate == (
+      fcn_skips.GROWN_LEARNING_RATE)
+  assert fcn_skips._config('fcn32s', False, 0, None).optimizer.learning_rate == (
+      fcn_skips.LEARNING_RATE)
