@@ -3,8 +3,8 @@
   python -m experiments.regenerate --workdir=DIR [--only=nin,unet]
 
 runs each experiment of EXPERIMENTS (or of `--only`) in turn, each in a fresh process
-(`python -m experiments.<name> --workdir=DIR/<name>`, its log in `DIR/<name>.log`), and
-copies each finished one's `results.json`, `results.md` and plots into
+(`python -m experiments.<name> --workdir=DIR/<name>`, its log in `DIR/<name>.log`), and once
+all have finished copies their `results.json`, `results.md` and plots into
 `experiments/<name>/` of this checkout, where they are committed.
 
 All at one commit: the code must be committed (a dirty tree is refused, as results record
@@ -50,7 +50,8 @@ def regenerate(names: Sequence[str], workdir: str, source: dict, results: str = 
   the names copied. `source` is `provenance.source()` of the code that runs them.
 
   Raises UserError for a dirty tree or a workdir regenerating another commit, and
-  RuntimeError naming the log when an experiment fails (those before it stay copied).
+  RuntimeError naming the log when an experiment fails (nothing is copied then: the finished
+  ones stay in `workdir`, and running again resumes them).
   """
   unknown = sorted(set(names) - set(EXPERIMENTS))
   if unknown:
@@ -71,13 +72,15 @@ def regenerate(names: Sequence[str], workdir: str, source: dict, results: str = 
   else:
     with open(state_path, 'w') as f:
       json.dump({'commit': source['commit'], 'date': source['date']}, f)
+  for name in names:
+    log = os.path.join(workdir, f'{name}.log')
+    if run(name, os.path.join(workdir, name), log) != 0:
+      raise RuntimeError(f'experiment {name} failed: see {log}')
+  # Only now, when all have run: a result copied earlier would change tracked files of this
+  # checkout, so the experiments after it (and a resumed regeneration) would record a dirty tree.
   copied = []
   for name in names:
-    out = os.path.join(workdir, name)
-    log = os.path.join(workdir, f'{name}.log')
-    if run(name, out, log) != 0:
-      raise RuntimeError(f'experiment {name} failed: see {log}')
-    target = os.path.join(results, name)
+    out, target = os.path.join(workdir, name), os.path.join(results, name)
     for file in sorted(os.listdir(out)):
       if file in OUTPUTS or file.endswith('.png'):
         shutil.copyfile(os.path.join(out, file), os.path.join(target, file))

@@ -263,10 +263,13 @@ def test_regenerate_copies_results_at_one_clean_commit(tmp_path):
   assert sorted(p.name for p in (results / 'nin').iterdir()) == ['plot.png', 'results.json',
                                                                  'results.md']
   assert (results / 'unet' / 'results.md').read_text() == 'unet results.md'
-  # A failure names its log; a dirty tree, another commit or an unknown name is refused
-  # before anything runs.
+  # A failure names its log, and nothing of that invocation is copied (a copied result would
+  # leave the checkout dirty for the experiments after it); a dirty tree, another commit or
+  # an unknown name is refused before anything runs.
+  (results / 'nin' / 'results.md').write_text('committed')
   with pytest.raises(RuntimeError, match='unet.log'):
-    regenerate.regenerate(['unet'], work, clean, str(results), run)
+    regenerate.regenerate(['nin', 'unet'], work, clean, str(results), run)
+  assert (results / 'nin' / 'results.md').read_text() == 'committed'
   ran.clear()
   for source, names, match in (({**clean, 'dirty': True}, ['nin'], 'clean commit'),
                                ({**clean, 'commit': 'b' * 40}, ['nin'], 'aaaaaaaaaaaa'),
