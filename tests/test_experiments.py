@@ -294,8 +294,10 @@ def _fcn_skips_numbers(early_stopped: list[bool], verdicts=('higher', 'higher'))
            'batch_size': 8, 'patch_size': 64, 'data': 'fcn_shapes', 'optimizer': 'adam',
            'learning_rate': 1e-3, 'eval_every': 200, 'patience': 3, 'min_delta': 0.002,
            'validation_split': 'validation[:25%]'}
+  rows = [{'variant': v, 'seed': seed, 'learning_rate': 1e-3 if i == 0 else 1e-4}
+          for i, v in enumerate(fcn_skips.VARIANTS) for seed in (0, 1)]
   return {'summary': summary, 'steps': steps, 'setup': setup, 'seeds': [0, 1], 'margin': 0.02,
-          'paper': fcn_skips.PAPER}
+          'paper': fcn_skips.PAPER, 'rows': rows}
 
 
 def test_fcn_skips_verdict_says_which_stages_stopped_at_the_cap():
@@ -315,10 +317,12 @@ def test_fcn_skips_setup_states_the_grown_stages_learning_rate():
   setup_text = lambda numbers: next(s for s in fcn_skips.render(numbers)[1]
                                     if s.startswith('**Setup.**'))
   numbers = _fcn_skips_numbers([True] * 6)
-  assert 'the grown stages at a tenth of it' in setup_text(numbers)  # runs before it was recorded
-  numbers['setup']['grown_learning_rate'] = 1e-3
+  grown = lambda rate: [{**r, 'learning_rate': rate} if r['variant'] != 'fcn32s' else r
+                        for r in numbers['rows']]
+  assert 'the grown stages at a tenth of it' in setup_text(numbers)
+  numbers['rows'] = grown(1e-3)
   assert 'the grown stages too' in setup_text(numbers)
-  numbers['setup']['grown_learning_rate'] = 3e-4
+  numbers['rows'] = grown(3e-4)
   assert 'the grown stages at 0.0003' in setup_text(numbers)
   # The run's own configs: the grown stages train at GROWN_LEARNING_RATE.
   assert fcn_skips._config('fcn16s', False, 0, 'x').optimizer.learning_rate == (
