@@ -12,6 +12,11 @@ command, the seeds, the machine, and each run's first and last training loss.
 `--quick` shrinks data and steps so that the whole experiment runs in about a
 minute (CI runs it); its numbers show that the code works and learns, not the
 claim. The full runs' outputs are committed in `experiments/<name>/`.
+
+An experiment longer than one sitting measures in parts (`Record.part`, one per seed): each
+part's numbers are kept in `DIR/parts/<key>.json` with the commit that measured them, so a
+part can be committed (`experiments/<name>/parts/`) and copied into the next sitting's fresh
+`DIR`, which then measures only the missing parts (`experiments.regenerate` does the copying).
 """
 
 import hashlib
@@ -30,6 +35,7 @@ from absl import app
 from absl import flags
 from flax import nnx
 
+from fcn_jax import errors
 from fcn_jax import figures
 from fcn_jax import files
 from fcn_jax import inference
@@ -63,7 +69,7 @@ class Record:
     # The commit of the code this process runs: taken now, not when the results are written
     # (the tree may be edited or moved to another commit while a long experiment runs).
     self.source = fcn_provenance.source()
-    self.configs: dict[str, ml_collections.ConfigDict] = {}
+    self.configs: dict[str, ml_collections.ConfigDict | dict] = {}  # dict: from a part
     self.training: dict[str, dict] = {}
     self.evaluations: dict[str, dict] = {}  # run -> {split: [evaluate.SizeResult]}
 
@@ -80,6 +86,39 @@ class Record:
     model, _ = inference.load_trained(path)
     return model
 
+  def part(self, key: str, measure: Callable[[], dict]) -> dict:
+    """What `measure()` returns (a dict of numbers, lists and arrays), measured now or read
+    back from `workdir/parts/<key>.json`, where it is kept with the runs `measure` trained
+    (their configs and training summaries, which `write` records) and the commit that measured
+    it. The value is returned as read from JSON (arrays become lists) either way.
+
+    Raises UserError when the kept part was measured by other code (another commit, or a
+    tree dirty in one and clean in the other): it is not mixed into these results.
+    """
+    path = os.path.join(self.workdir, 'parts', f'{key}.json')
+    here = {'commit': self.source['commit'], 'dirty': self.source['dirty'], 'quick': self.quick}
+    if os.path.exists(path):
+      with open(path) as f:
+        kept = json.load(f)
+      if {k: kept[k] for k in here} != here:
+        raise errors.UserError(
+            f'{path} was measured at commit {kept["commit"][:12]}'
+            f'{" (dirty)" if kept["dirty"] else ""}, quick={kept["quick"]}; this run is at '
+            f'{here["commit"][:12]}{" (dirty)" if here["dirty"] else ""}, quick={self.quick}: '
+            'move the part away (it is measured again) or use the commit that measured it')
+      self.configs.update(kept['configs'])
+      self.training.update(kept['training'])
+      return kept['numbers']
+    before = set(self.configs)
+    numbers = measure()
+    trained = sorted(set(self.configs) - before)
+    kept = json.loads(json.dumps({
+        **here, 'configs': {n: _resolved(self.configs[n]) for n in trained},
+        'training': {n: self.training[n] for n in trained}, 'numbers': numbers}, default=_plain))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    files.write_json(path, kept, indent=1)
+    return kept['numbers']
+
   def write(self, numbers: dict, render: Callable[[dict], tuple[str, list[str]]]) -> str:
     """`results.json` (`numbers` with 'provenance' and 'training' added) and `results.md`
     rendered from it."""
@@ -88,6 +127,11 @@ class Record:
     numbers = json.loads(json.dumps(numbers, default=_plain))  # what a reader of the file sees
     files.write_text(os.path.join(self.workdir, 'results.json'), json.dumps(numbers, indent=1))
     return files.write_text(os.path.join(self.workdir, 'results.md'), markdown(render, numbers))
+
+
+def _resolved(config: ml_collections.ConfigDict | dict) -> dict:
+  """A config as plain JSON values (a part keeps its runs' configs so)."""
+  return config if isinstance(config, dict) else json.loads(config.to_json_best_effort())
 
 
 def _plain(value):
@@ -108,12 +152,12 @@ def training_summary(workdir: str, steps: int) -> dict:
           'last_loss': logged[-1]['train_loss'], 'train_seconds': steps / rate}
 
 
-def provenance(configs: dict[str, ml_collections.ConfigDict], quick: bool,
+def provenance(configs: dict[str, ml_collections.ConfigDict | dict], quick: bool,
                started: dict | None = None) -> dict:
   """Where numbers come from: commit, dirty tree, config hash, date, command, seeds, machine.
   `started`: `fcn_provenance.source()` when the run began, whose commit and dirty state are
   the code's (the date is the results' own)."""
-  resolved = {name: json.loads(c.to_json_best_effort()) for name, c in sorted(configs.items())}
+  resolved = {name: _resolved(c) for name, c in sorted(configs.items())}
   main_module = sys.modules['__main__'].__spec__
   here = fcn_provenance.source()
   started = started or here
@@ -123,7 +167,7 @@ def provenance(configs: dict[str, ml_collections.ConfigDict], quick: bool,
       'date': here['date'],
       'command': ' '.join(['python -m', main_module.name.removesuffix('.__main__') if main_module
                            else 'experiments', *sys.argv[1:]]),
-      'seeds': sorted({int(c.seed) for c in configs.values()}),
+      'seeds': sorted({int(c['seed']) for c in resolved.values()}),
       'machine': here['machine'],
       'quick': quick,
   }

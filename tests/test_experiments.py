@@ -6,6 +6,7 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -99,6 +100,14 @@ def test_learning_curve(tmp_path):
   numbers = _run('learning_curve', tmp_path)
   longest = numbers['rows'][-1]
   assert longest['f1'] > 0.3 and longest['verdict'] != 'failed to train'  # chance ≈ 0.3
+  # Measured in parts, one per seed: on a fresh machine (no runs, only the kept parts) the
+  # same numbers come back without training.
+  assert sorted(p.name for p in (tmp_path / 'parts').iterdir()) == ['seed0.json', 'seed1.json']
+  for run in tmp_path.glob('steps*'):
+    shutil.rmtree(run)
+  again = _run('learning_curve', tmp_path)
+  assert again['rows'] == numbers['rows'] and again['training'] == numbers['training']
+  assert not list(tmp_path.glob('steps*'))
 
 
 def test_overfeat(tmp_path):
@@ -240,28 +249,39 @@ def test_regenerate_lists_every_experiment():
   assert sorted(regenerate.EXPERIMENTS) == EXPERIMENTS
 
 
-def test_regenerate_copies_results_at_one_clean_commit(tmp_path):
-  from experiments import regenerate
-  from fcn_jax import errors
-  results = tmp_path / 'experiments'
-  for name in ('nin', 'unet'):
-    (results / name).mkdir(parents=True)
-  ran = []
-
-  def run(name, workdir, log):  # writes what an experiment writes; unet fails the 2nd time
-    ran.append(name)
-    if name == 'unet' and ran.count('unet') > 1:
+def _stand_in(ran: list, fail: str = 'unet', from_run: int = 2):
+  """A stand-in for `regenerate.run_experiment`: writes what an experiment writes (a part
+  first, then polls) and records what it was given; `fail` fails from its `from_run`th run."""
+  def run(name, workdir, log, poll):
+    ran.append((name, sorted(os.listdir(os.path.join(workdir, 'parts')))
+                if os.path.isdir(os.path.join(workdir, 'parts')) else []))
+    os.makedirs(os.path.join(workdir, 'parts'), exist_ok=True)
+    pathlib.Path(workdir, 'parts', 'seed9.json').write_text(json.dumps({'commit': 'a' * 40}))
+    poll()
+    if name == fail and [n for n, _ in ran].count(name) >= from_run:
       return 1
     os.makedirs(os.path.join(workdir, 'run_seed0'), exist_ok=True)
     for file in ('results.json', 'results.md', 'plot.png', 'run_seed0/examples.png'):
       pathlib.Path(workdir, file).write_text(f'{name} {file}')
     return 0
+  return run
 
+
+def test_regenerate_into_this_checkout_copies_once_all_ran(tmp_path, monkeypatch):
+  from experiments import regenerate
+  from fcn_jax import errors
+  from fcn_jax import provenance
+  monkeypatch.setattr(provenance, 'ROOT', str(tmp_path))  # `results` lies in this checkout
+  results = tmp_path / 'experiments'
+  for name in ('nin', 'unet'):
+    (results / name).mkdir(parents=True)
+  ran = []
+  run = _stand_in(ran)
   clean = {'commit': 'a' * 40, 'dirty': False, 'date': 'today'}
   work = str(tmp_path / 'runs')
   assert regenerate.regenerate(['nin', 'unet'], work, clean, str(results), run) == ['nin', 'unet']
-  assert sorted(p.name for p in (results / 'nin').iterdir()) == ['plot.png', 'results.json',
-                                                                 'results.md']
+  assert sorted(p.name for p in (results / 'nin').iterdir()) == ['parts', 'plot.png',
+                                                                 'results.json', 'results.md']
   assert (results / 'unet' / 'results.md').read_text() == 'unet results.md'
   # A failure names its log, and nothing of that invocation is copied (a copied result would
   # leave the checkout dirty for the experiments after it); a dirty tree, another commit or
@@ -277,6 +297,68 @@ def test_regenerate_copies_results_at_one_clean_commit(tmp_path):
     with pytest.raises(errors.UserError, match=match):
       regenerate.regenerate(names, work, source, str(results), run)
   assert not ran
+
+
+def test_regenerate_into_another_checkout_keeps_parts_across_sittings(tmp_path):
+  """From a worktree into the main checkout: outputs copied as each experiment finishes,
+  parts as they are measured, and a later sitting (a fresh workdir) starts from the parts that
+  its commit measured, not from another commit's."""
+  from experiments import regenerate
+  results = tmp_path / 'main' / 'experiments'  # outside this checkout
+  (results / 'nin' / 'parts').mkdir(parents=True)
+  (results / 'nin' / 'parts' / 'seed0.json').write_text(json.dumps({'commit': 'a' * 40}))
+  (results / 'nin' / 'parts' / 'seed1.json').write_text(json.dumps({'commit': 'c' * 40}))
+  ran = []
+  clean = {'commit': 'a' * 40, 'dirty': False, 'date': 'today'}
+  with pytest.raises(RuntimeError, match='nin.log'):  # the first sitting ends in a failure
+    regenerate.regenerate(['unet', 'nin'], str(tmp_path / 'w1'), clean, str(results),
+                          _stand_in(ran, fail='nin', from_run=1))
+  # ... but unet's outputs, and the parts nin measured before failing, are already across.
+  assert (results / 'unet' / 'results.md').read_text() == 'unet results.md'
+  assert (results / 'nin' / 'parts' / 'seed9.json').exists()
+  assert ran == [('unet', []), ('nin', ['seed0.json'])]  # only this commit's part restored
+  ran.clear()
+  assert regenerate.regenerate(['nin'], str(tmp_path / 'w2'), clean, str(results),
+                               _stand_in(ran, fail='none')) == ['nin']
+  assert ran == [('nin', ['seed0.json', 'seed9.json'])]  # a fresh workdir resumes the parts
+  # Copying the finished experiment leaves exactly its parts: another commit's is gone.
+  assert sorted(p.name for p in (results / 'nin' / 'parts').iterdir()) == ['seed0.json',
+                                                                          'seed9.json']
+  assert (results / 'nin' / 'results.md').read_text() == 'nin results.md'
+
+
+def test_record_part_is_measured_once_and_kept_with_its_commit(tmp_path, monkeypatch):
+  """A part is measured, kept with its runs' configs and training, read back instead of being
+  measured again (also by a new Record: the next sitting), and refused from other code."""
+  import ml_collections
+  from fcn_jax import errors
+  from fcn_jax import provenance as fcn_provenance
+  state = {'commit': 'a' * 40, 'dirty': False, 'date': '2026-01-01 00:00 UTC',
+           'machine': 'm'}
+  monkeypatch.setattr(fcn_provenance, 'source', lambda: dict(state))
+  calls = []
+
+  def measure(record):
+    def go():
+      calls.append(1)
+      record.configs['run_seed3'] = ml_collections.ConfigDict({'seed': 3, 'widths': (8, 16)})
+      record.training['run_seed3'] = {'steps': 5, 'first_loss': 2.0, 'last_loss': 1.0}
+      return {'counts': np.arange(6).reshape(3, 2), 'f1': np.float32(0.5)}
+    return go
+
+  first = common.Record(str(tmp_path), quick=False)
+  a = first.part('seed3', measure(first))
+  second = common.Record(str(tmp_path), quick=False)
+  b = second.part('seed3', measure(second))
+  assert len(calls) == 1 and a == b == {'counts': [[0, 1], [2, 3], [4, 5]], 'f1': 0.5}
+  assert second.training == first.training
+  assert (common.provenance(second.configs, False)['config_hash'] ==
+          common.provenance(first.configs, False)['config_hash'])
+  assert common.provenance(second.configs, False)['seeds'] == [3]
+  state['commit'] = 'b' * 40
+  with pytest.raises(errors.UserError, match='measured at commit aaaaaaaaaaaa'):
+    common.Record(str(tmp_path), quick=False).part('seed3', measure(first))
+  assert len(calls) == 1
 
 
 def _fcn_skips_numbers(early_stopped: list[bool], verdicts=('higher', 'higher')) -> dict:

@@ -134,29 +134,50 @@ def _validation_curve(workdir: str, split: str) -> tuple[list[tuple[int, float]]
   return sorted(curve.items()), any(r.get('early_stopped') for r in records)
 
 
+def _measure_seed(record: common.Record, workdir: str, quick: bool, seed: int,
+                  example: bool) -> dict:
+  """One seed's three stages, trained in turn and each scored on test: its rows, per-image
+  confusion matrices, validation curves and (if `example`) the first test image with each
+  stage's prediction (the figure's). A part of the experiment (`common.Record.part`)."""
+  rows, confusions, curves, examples = [], {}, {}, {}
+  previous = None
+  for variant in VARIANTS:
+    config = _config(variant, quick, seed, previous)
+    name = f'{variant}_seed{seed}'
+    model = record.train(config, name)
+    previous = os.path.join(workdir, name)
+    curves[name], stopped = _validation_curve(previous, config.data.validation_split)
+    metrics, per_image, first = score(model, config.data, 'test')
+    confusion = per_image.sum(0).reshape(int(len(per_image[0]) ** 0.5), -1)
+    present = int((confusion.sum(1) > 0).sum())  # classes in the ground truth
+    one_class = int((confusion.sum(0) > 0).sum()) <= 1  # one predicted class everywhere
+    rows.append({'variant': variant, 'seed': seed, 'params': geometry.of(model).params,
+                 'steps': record.training[name]['steps'], 'early_stopped': stopped,
+                 'learning_rate': config.optimizer.learning_rate,
+                 'collapsed': one_class or abs(metrics['mean_accuracy'] - 1 / present) <= 0.02,
+                 **metrics})
+    confusions[variant] = per_image
+    if example:  # test images are 8-bit: kept exactly as uint8
+      examples[variant] = {'image': np.round(first['image'] * 255).astype(np.uint8),
+                           'target': first['target'], 'pred': first['pred']}
+  return {'rows': rows, 'confusions': confusions, 'curves': curves, 'examples': examples}
+
+
 def run(workdir: str, quick: bool) -> dict:
   seeds = (0,) if quick else SEEDS
   record = common.Record(workdir, quick)
-  rows, examples, confusions, curves = [], {}, {v: [] for v in VARIANTS}, {}
-  for seed in seeds:
-    previous = None
+  rows, confusions, curves = [], {v: [] for v in VARIANTS}, {}
+  for seed in seeds:  # a part per seed (about an hour each): a sitting can end between them
+    part = record.part(f'seed{seed}', lambda: _measure_seed(record, workdir, quick, seed,
+                                                            example=seed == seeds[0]))
+    rows += part['rows']
+    curves.update(part['curves'])
     for variant in VARIANTS:
-      config = _config(variant, quick, seed, previous)
-      name = f'{variant}_seed{seed}'
-      model = record.train(config, name)
-      previous = os.path.join(workdir, name)
-      curves[name], stopped = _validation_curve(previous, config.data.validation_split)
-      metrics, per_image, example = score(model, config.data, 'test')
-      confusion = per_image.sum(0).reshape(int(len(per_image[0]) ** 0.5), -1)
-      present = int((confusion.sum(1) > 0).sum())  # classes in the ground truth
-      one_class = int((confusion.sum(0) > 0).sum()) <= 1  # one predicted class everywhere
-      rows.append({'variant': variant, 'seed': seed, 'params': geometry.of(model).params,
-                   'steps': record.training[name]['steps'], 'early_stopped': stopped,
-                   'learning_rate': config.optimizer.learning_rate,
-                   'collapsed': one_class or abs(metrics['mean_accuracy'] - 1 / present) <= 0.02,
-                   **metrics})
-      confusions[variant].append(per_image)
-      examples.setdefault(variant, example)
+      confusions[variant].append(np.asarray(part['confusions'][variant], np.int64))
+    if seed == seeds[0]:
+      examples = {v: {'image': np.asarray(e['image'], np.uint8) / 255.0,
+                      'target': np.asarray(e['target']), 'pred': np.asarray(e['pred'])}
+                  for v, e in part['examples'].items()}
 
   summary = {}
   for variant in VARIANTS:
