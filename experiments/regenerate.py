@@ -18,7 +18,7 @@ change the code under it, with `--into` the main checkout's `experiments/`. Then
   it is measured (checked every minute), ready to commit;
 - a later sitting on a fresh machine (a new DIR) starts from the parts committed there that
   this commit measured, so an experiment longer than a sitting (fcn_skips, learning_curve:
-  a part per seed) is finished piece by piece, all at one commit.
+  a part per seed or per run) is finished piece by piece, all at one commit.
 Without `--into` the results go to this checkout's `experiments/`, once all have finished (a
 result copied earlier would change tracked files, so the experiments after it, and a resumed
 regeneration, would record a dirty tree).

@@ -100,9 +100,10 @@ def test_learning_curve(tmp_path):
   numbers = _run('learning_curve', tmp_path)
   longest = numbers['rows'][-1]
   assert longest['f1'] > 0.3 and longest['verdict'] != 'failed to train'  # chance ≈ 0.3
-  # Measured in parts, one per seed: on a fresh machine (no runs, only the kept parts) the
+  # Measured in parts, one per run: on a fresh machine (no runs, only the kept parts) the
   # same numbers come back without training.
-  assert sorted(p.name for p in (tmp_path / 'parts').iterdir()) == ['seed0.json', 'seed1.json']
+  assert sorted(p.name for p in (tmp_path / 'parts').iterdir()) == [
+      'steps300_seed0.json', 'steps300_seed1.json', 'steps50_seed0.json', 'steps50_seed1.json']
   for run in tmp_path.glob('steps*'):
     shutil.rmtree(run)
   again = _run('learning_curve', tmp_path)

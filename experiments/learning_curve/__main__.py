@@ -35,33 +35,30 @@ def _counts(evaluation: list) -> np.ndarray:
   return np.concatenate([r.counts for r in evaluation])
 
 
-def _measure_seed(record: common.Record, quick: bool, seed: int, horizons) -> dict:
-  """One seed's runs, one per horizon: per horizon, every validation image's (tp, fp, fn).
+def _measure(record: common.Record, quick: bool, seed: int, steps: int) -> dict:
+  """One run of the default config for `steps` steps: every validation image's (tp, fp, fn).
   A part of the experiment (`common.Record.part`)."""
-  counts = {}
-  for steps in horizons:
-    config = default.get_config()
-    config.seed = seed
-    if quick:
-      config.data.name = 'fcn_shapes/tiny'
-      common.quick_training(config, steps=steps)
-    else:
-      config.num_train_steps = steps
-      config.checkpoint_every = steps  # a resumable change: a copied default run is reused
-    name = f'steps{steps}_seed{seed}'
-    record.train(config, name)
-    counts[str(steps)] = _counts(record.evaluations[name]['validation'])
-  return {'counts': counts}
+  config = default.get_config()
+  config.seed = seed
+  if quick:
+    config.data.name = 'fcn_shapes/tiny'
+    common.quick_training(config, steps=steps)
+  else:
+    config.num_train_steps = steps
+    config.checkpoint_every = steps  # a resumable change: a copied default run is reused
+  name = f'steps{steps}_seed{seed}'
+  record.train(config, name)
+  return {'counts': _counts(record.evaluations[name]['validation'])}
 
 
 def run(workdir: str, quick: bool) -> dict:
   horizons, seeds = ((50, 300), (0, 1)) if quick else (HORIZONS, SEEDS)
   record = common.Record(workdir, quick)
-  # A part per seed (about 1.6 h each on 2 cores): a sitting can end between them.
-  parts = [record.part(f'seed{seed}', lambda: _measure_seed(record, quick, seed, horizons))
-           for seed in seeds]
-  counts = {steps: np.stack([np.asarray(p['counts'][str(steps)], np.int64) for p in parts])
-            for steps in horizons}  # [seeds, images, 3]
+  # A part per run (the longest about 50 min on 2 cores): a sitting can end between them.
+  counts = {steps: np.stack([
+      np.asarray(record.part(f'steps{steps}_seed{seed}',
+                             lambda: _measure(record, quick, seed, steps))['counts'], np.int64)
+      for seed in seeds]) for steps in horizons}  # [seeds, images, 3]
 
   longest = counts[horizons[-1]]
   rows = []
