@@ -1,4 +1,4 @@
-"""Best trial 0 of sweep lr_padding: mean:f1 = 0.5322.
+"""Best trial 0 of sweep lr_padding: mean:f1 = 0.534.
 
   python -m fcn_jax.train --config=/tmp/exp/sweep_lr_padding/best_config.py --workdir=/tmp/best
 """
